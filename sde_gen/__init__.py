@@ -1,0 +1,65 @@
+"""sde_gen: continuous-time score-based generative modelling in JAX.
+
+A score function is any `score_fn(x, t) -> array shaped like x`. SDEs, samplers and
+likelihoods only ever see that protocol; closed-form densities in `sde_gen.analytic`
+provide exact ones.
+
+    import sde_gen as sg
+    sde = sg.VPSDE()
+    data = sg.GaussianMixture(means=[[-2.0, 0.0], [2.0, 0.0]], variances=0.1)
+    x, nfe = sg.sample_ode(key, sde, data.score_fn(sde), (512, 2))
+"""
+
+from .analytic import AbstractAnalyticDensity, ExactScore, Gaussian, GaussianMixture
+from .likelihood import bits_per_dim, exact_divergence, hutchinson_divergence, log_likelihood
+from .sampling import (
+    AbstractCorrector,
+    AbstractPredictor,
+    AncestralSampling,
+    EulerMaruyama,
+    LangevinCorrector,
+    ReverseDiffusion,
+    ode_flow,
+    sample_ode,
+    sample_pc,
+    sample_sde,
+)
+from .sde import (
+    AbstractLinearSDE,
+    AbstractSDE,
+    ReverseSDE,
+    ScoreFn,
+    SubVPSDE,
+    VESDE,
+    VPSDE,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbstractAnalyticDensity",
+    "AbstractCorrector",
+    "AbstractLinearSDE",
+    "AbstractPredictor",
+    "AbstractSDE",
+    "AncestralSampling",
+    "EulerMaruyama",
+    "ExactScore",
+    "Gaussian",
+    "GaussianMixture",
+    "LangevinCorrector",
+    "ReverseDiffusion",
+    "ReverseSDE",
+    "ScoreFn",
+    "SubVPSDE",
+    "VESDE",
+    "VPSDE",
+    "bits_per_dim",
+    "exact_divergence",
+    "hutchinson_divergence",
+    "log_likelihood",
+    "ode_flow",
+    "sample_ode",
+    "sample_pc",
+    "sample_sde",
+]

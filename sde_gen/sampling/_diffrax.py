@@ -1,0 +1,74 @@
+"""What sde_gen needs to know about diffrax solvers: which ones fit, and what a step costs.
+
+Every sampler reports its number of score evaluations (NFE). diffrax reports steps, so
+the NFE follows from the solver's Butcher tableau (checked against counted evaluations in
+the tests): an FSAL explicit Runge-Kutta method costs `1 + (stages - 1) * steps`, other
+explicit methods `stages * steps`, a stochastic RK method one drift evaluation per stage
+it does not skip.
+"""
+
+from __future__ import annotations
+
+import diffrax
+
+
+def _erk_nfe(solver: diffrax.AbstractERK, num_steps):
+    tableau = solver.tableau
+    stages = len(tableau.c) + 1
+    return 1 + (stages - 1) * num_steps if tableau.fsal else stages * num_steps
+
+
+def check_ode_solver(solver, adaptive: bool) -> None:
+    """Raise `ValueError` unless `solver` is an explicit ODE solver we can count, and adaptive
+    when step-size control is asked for."""
+    if not isinstance(solver, (diffrax.AbstractERK, diffrax.Euler)):
+        raise ValueError(
+            f"unsupported ODE solver {type(solver).__name__}; choose an explicit diffrax solver: "
+            "Euler, Heun, Midpoint, Ralston, Bosh3, Tsit5, Dopri5, Dopri8 "
+            "(implicit solvers would need Jacobians of the score network)"
+        )
+    if adaptive and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        raise ValueError(
+            f"{type(solver).__name__} has no error estimate for adaptive step control; "
+            "pass num_steps for fixed steps, or choose Tsit5, Dopri5, Heun, Bosh3 or Dopri8"
+        )
+
+
+def ode_nfe(solver, num_steps):
+    """Vector-field evaluations of an ODE solve that took `num_steps` steps (accepted or not)."""
+    if isinstance(solver, diffrax.AbstractERK):
+        return _erk_nfe(solver, num_steps)
+    return num_steps
+
+
+SDE_SOLVERS = "Euler, EulerHeun, Heun, SEA, SRA1, ShARK, GeneralShARK, SPaRK"
+
+
+def check_sde_solver(solver) -> None:
+    if not isinstance(
+        solver, (diffrax.Euler, diffrax.EulerHeun, diffrax.Heun, diffrax.AbstractSRK)
+    ):
+        raise ValueError(
+            f"unsupported SDE solver {type(solver).__name__}; choose one of {SDE_SOLVERS} "
+            "(the reverse SDE has additive noise, so Ito and Stratonovich solvers agree)"
+        )
+
+
+def sde_nfe(solver, num_steps: int) -> int:
+    """Drift (score) evaluations of `num_steps` fixed steps of an SDE solver."""
+    if isinstance(solver, diffrax.AbstractSRK):
+        tableau = solver.tableau
+        skipped = 0 if tableau.ignore_stage_f is None else int(sum(tableau.ignore_stage_f))
+        return (len(tableau.b_sol) - skipped) * num_steps
+    if isinstance(solver, diffrax.AbstractERK):
+        return _erk_nfe(solver, num_steps)
+    return num_steps
+
+
+def brownian_levy_area(solver):
+    """The cheapest Levy area that satisfies the solver's `minimal_levy_area`."""
+    needed = getattr(solver, "minimal_levy_area", diffrax.AbstractBrownianIncrement)
+    for area in (diffrax.BrownianIncrement, diffrax.SpaceTimeLevyArea):
+        if issubclass(area, needed):
+            return area
+    return diffrax.SpaceTimeTimeLevyArea

@@ -1,0 +1,103 @@
+r"""Predictors: one step of a reverse-time sampler from time t to t_next < t.
+
+Song et al. 2021, Algorithms 2-3 and appendix E-F. Each predictor returns `(x, x_mean)`:
+the new sample and its mean before the noise of this step, so that the sampler's final
+step can return the noise-free mean ("denoising").
+
+- `EulerMaruyama`: Euler-Maruyama on the reverse SDE; any `AbstractSDE`.
+- `ReverseDiffusion`: `x <- x - f + G^2 s + G z` with the forward discretization
+  `(f, G) = sde.discretize(x, t_next, t)`; any `AbstractSDE` (exact kernel for linear ones).
+- `AncestralSampling`: draw from the forward chain's posterior
+  `q(x_{t_next} | x_t, x_0 = x0_hat)` with Tweedie's `x0_hat`; any `AbstractLinearSDE`.
+  For VE this is SMLD's ancestral step exactly; for VP it is DDPM's step with the
+  posterior variance `beta_tilde`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
+
+from .._checks import choose
+from ..sde import AbstractLinearSDE, AbstractSDE, ScoreFn, batch_broadcast, batch_times
+
+
+def require_linear(sde: AbstractSDE, what: str) -> AbstractLinearSDE:
+    if not isinstance(sde, AbstractLinearSDE):
+        raise ValueError(
+            f"{what} needs an AbstractLinearSDE (it uses the Gaussian transition kernel); "
+            f"got {type(sde).__name__}"
+        )
+    return sde
+
+
+class AbstractPredictor(eqx.Module):
+    """One reverse step `x_t -> x_{t_next}`; `nfe` score evaluations per step."""
+
+    nfe: ClassVar[int] = 1
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        key: PRNGKeyArray,
+        sde: AbstractSDE,
+        score_fn: ScoreFn,
+        x: Array,
+        t: Array,
+        t_next: Array,
+    ) -> tuple[Array, Array]:
+        """Returns `(x_next, x_next_mean)`; t and t_next are scalars with t_next < t."""
+
+
+class EulerMaruyama(AbstractPredictor):
+    """`x <- x + [f - g^2 s] dt + g sqrt(|dt|) z` with dt = t_next - t < 0."""
+
+    def __call__(self, key, sde, score_fn, x, t, t_next):
+        dt = t_next - t
+        x_mean = x + sde.reverse(score_fn).drift(x, t) * dt
+        noise = jax.random.normal(key, x.shape, x.dtype)
+        g = batch_broadcast(sde.diffusion(t), x)
+        return x_mean + g * jnp.sqrt(-dt) * noise, x_mean
+
+
+class ReverseDiffusion(AbstractPredictor):
+    """Reverse the forward discretization: `x <- x - f + G^2 s + G z`."""
+
+    def __call__(self, key, sde, score_fn, x, t, t_next):
+        f, big_g = sde.discretize(x, t_next, t)
+        big_g = batch_broadcast(big_g, x)
+        x_mean = x - f + big_g**2 * score_fn(x, batch_times(t, x))
+        noise = jax.random.normal(key, x.shape, x.dtype)
+        return x_mean + big_g * noise, x_mean
+
+
+class AncestralSampling(AbstractPredictor):
+    """Sample the forward chain's posterior given Tweedie's estimate of x_0."""
+
+    def __call__(self, key, sde, score_fn, x, t, t_next):
+        sde = require_linear(sde, "the ancestral predictor")
+        x0_hat = sde.x0_from_score(x, t, score_fn(x, batch_times(t, x)))
+        mean, std = sde.bridge(x0_hat, x, t_next, t)
+        noise = jax.random.normal(key, x.shape, x.dtype)
+        return mean + batch_broadcast(std, x) * noise, mean
+
+
+PREDICTORS = {
+    "euler_maruyama": EulerMaruyama,
+    "reverse_diffusion": ReverseDiffusion,
+    "ancestral": AncestralSampling,
+    "none": None,
+}
+
+
+def get_predictor(predictor: str | AbstractPredictor | None) -> AbstractPredictor | None:
+    """A predictor object from a name in `PREDICTORS`, an object, or None."""
+    if isinstance(predictor, AbstractPredictor):
+        return predictor
+    cls = choose("predictor", predictor, PREDICTORS)
+    return None if cls is None else cls()

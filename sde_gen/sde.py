@@ -1,0 +1,357 @@
+r"""Forward SDEs of score-based generative models (Song et al. 2021, eqs. 5-6, 11-13, 16-17).
+
+A forward SDE `dx = f(x, t) dt + g(t) dw` on `[0, T]` turns data into noise. Everything
+in this module is an immutable `equinox.Module`; abstract bases declare the interface and
+concrete classes are final.
+
+- `AbstractSDE`: drift, diffusion, prior, an Euler discretization, and `reverse`.
+- `AbstractLinearSDE`: drift `f(t) x`. The marginal `x_t | x_0 ~ N(a(t) x_0, std(t)^2 I)`,
+  the transition kernel between two times, the exact discretization used by the reverse
+  diffusion and ancestral predictors, the Gaussian bridge and Tweedie's denoiser all
+  follow from the two coefficients `f(t)` and `g(t)`. A user's own linear SDE defines
+  `drift_coeff` and `diffusion` (and, optionally, a closed-form `marginal`) and nothing
+  else.
+- `VPSDE`, `SubVPSDE`, `VESDE`: the three SDEs of Song et al. with score_sde's defaults.
+- `ReverseSDE`: the reverse-time SDE (Anderson 1982) or probability-flow ODE of a forward
+  SDE and a score function, with the same drift/diffusion interface.
+
+Shapes: `x` is a batch `(B, *dims)`; `t` is a scalar or `(B,)`. Time coefficients return
+arrays shaped like `t`.
+
+Conventions. VE follows score_sde: `std(t) = sigma(t) = sigma_min (sigma_max/sigma_min)^t`,
+so the data are taken as already perturbed by `sigma_min` (the SDE started from clean data
+at `t = 0` would give `sigma(t)^2 - sigma_min^2`). The default numerical marginal of a
+user's linear SDE starts from clean data, `std(0) = 0`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from ._checks import check_positive
+
+ScoreFn = Callable[[Array, Array], Array]
+
+# Gauss-Legendre rule on [-1, 1] for the numerical marginal of a user's linear SDE: exact
+# for polynomials of degree < 96, ample for smooth schedule coefficients.
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(48)
+
+
+def batch_broadcast(c: ArrayLike, x: Array) -> Array:
+    """Reshape a per-example coefficient `c` (scalar or `(B,)`) to broadcast against x."""
+    c = jnp.asarray(c)
+    return c.reshape(c.shape + (1,) * (x.ndim - c.ndim))
+
+
+def batch_times(t: ArrayLike, x: Array) -> Array:
+    """`t` as a `(B,)` array in x's dtype, so a score function always sees one time per row."""
+    return jnp.broadcast_to(jnp.asarray(t, dtype=x.dtype), (x.shape[0],))
+
+
+def _sum_event(v: Array) -> Array:
+    """Sum over all axes but the batch axis."""
+    return jnp.sum(v.reshape(v.shape[0], -1), axis=-1)
+
+
+def gaussian_logp(z: Array, std: ArrayLike) -> Float[Array, " batch"]:
+    """Log-density of `N(0, std^2 I)` at each example of the batch z."""
+    std = jnp.asarray(std, z.dtype)
+    d = math.prod(z.shape[1:])
+    return -0.5 * _sum_event(z**2) / std**2 - d * (jnp.log(std) + 0.5 * math.log(2 * math.pi))
+
+
+class AbstractSDE(eqx.Module):
+    r"""A forward SDE `dx = f(x, t) dt + g(t) dw` on `[0, T]` with a tractable prior `p_T`.
+
+    Subclasses implement `drift`, `diffusion`, `prior_sample` and `prior_logp`, and have a
+    field or property `T`.
+    """
+
+    T: eqx.AbstractVar[float]
+
+    @abc.abstractmethod
+    def drift(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Float[Array, "batch *dims"]:
+        """The drift `f(x, t)`, shaped like x."""
+
+    @abc.abstractmethod
+    def diffusion(self, t: ArrayLike) -> Array:
+        """The diffusion coefficient `g(t)`, shaped like t."""
+
+    @abc.abstractmethod
+    def prior_sample(self, key: PRNGKeyArray, shape: tuple[int, ...]) -> Array:
+        """A batch drawn from the prior `p_T`."""
+
+    @abc.abstractmethod
+    def prior_logp(self, z: Float[Array, "batch *dims"]) -> Float[Array, " batch"]:
+        """`log p_T(z)` for each example, shape `(B,)`."""
+
+    def discretize(self, x: Array, s: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
+        """One forward step from time s to t > s: `x_t ~= x_s + f + G z`, returns `(f, G)`.
+
+        Euler-Maruyama here; linear SDEs use their exact transition kernel instead. `G` is
+        per example (shaped like s and t), to be broadcast with `batch_broadcast`.
+        """
+        dt = jnp.asarray(t) - jnp.asarray(s)
+        return self.drift(x, s) * batch_broadcast(dt, x), self.diffusion(s) * jnp.sqrt(dt)
+
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
+        """The reverse-time SDE, or with `probability_flow=True` the probability-flow ODE."""
+        return ReverseSDE(self, score_fn, probability_flow)
+
+
+class AbstractLinearSDE(AbstractSDE):
+    r"""A linear SDE `dx = f(t) x dt + g(t) dw`.
+
+    Its marginal is Gaussian, `x_t | x_0 ~ N(a(t) x_0, std(t)^2 I)`, with
+    `a(t) = exp(int_0^t f)` and `std(t)^2 = int_0^t g(s)^2 a(t)^2 / a(s)^2 ds`.
+    Subclasses implement `drift_coeff` (f) and `diffusion` (g). The default `marginal`
+    evaluates those integrals by Gauss-Legendre quadrature; concrete SDEs override it with
+    the closed form. The prior is `N(0, prior_std()^2 I)`.
+    """
+
+    @abc.abstractmethod
+    def drift_coeff(self, t: ArrayLike) -> Array:
+        """The scalar drift coefficient `f(t)`, so that the drift is `f(t) x`."""
+
+    def drift(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Float[Array, "batch *dims"]:
+        return batch_broadcast(self.drift_coeff(t), x) * x
+
+    def marginal(self, t: ArrayLike) -> tuple[Array, Array]:
+        """`(a(t), std(t))`: `x_t | x_0 ~ N(a(t) x_0, std(t)^2 I)`, each shaped like t."""
+        t = jnp.asarray(t, dtype=jnp.result_type(float))
+        nodes = jnp.asarray(_GL_NODES, t.dtype)
+        weights = jnp.asarray(_GL_WEIGHTS, t.dtype)
+
+        def integral(fn, lo, hi):
+            # int_lo^hi fn(s) ds on the trailing quadrature axis; lo and hi broadcast.
+            half = (hi - lo) / 2
+            s = lo[..., None] + half[..., None] * (nodes + 1)
+            return half * jnp.sum(weights * fn(s), axis=-1)
+
+        log_a = integral(self.drift_coeff, jnp.zeros_like(t), t)
+        half_t = t / 2
+        s = half_t[..., None] * (nodes + 1)  # quadrature nodes on [0, t]
+        log_a_s = integral(self.drift_coeff, jnp.zeros_like(s), s)
+        integrand = self.diffusion(s) ** 2 * jnp.exp(2 * (log_a[..., None] - log_a_s))
+        var = half_t * jnp.sum(weights * integrand, axis=-1)
+        return jnp.exp(log_a), jnp.sqrt(var)
+
+    def marginal_prob(self, x0: Array, t: ArrayLike) -> tuple[Array, Array]:
+        """score_sde's form of `marginal`: the mean `a(t) x0` and the std (shaped like t)."""
+        a, std = self.marginal(t)
+        return batch_broadcast(a, x0) * x0, std
+
+    def transition(self, s: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
+        """`(a_ts, std_ts)`: `x_t | x_s ~ N(a_ts x_s, std_ts^2 I)` for s <= t."""
+        a_s, std_s = self.marginal(s)
+        a_t, std_t = self.marginal(t)
+        a_ts = a_t / a_s
+        return a_ts, jnp.sqrt(jnp.maximum(std_t**2 - a_ts**2 * std_s**2, 0.0))
+
+    def discretize(self, x: Array, s: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
+        """The exact forward step from s to t: `f = (a_ts - 1) x`, `G = std_ts`.
+
+        For VP this is DDPM's chain with `beta_i = 1 - a_ts^2`; for VE it is SMLD's
+        `G = sqrt(sigma_t^2 - sigma_s^2)`.
+        """
+        a_ts, std_ts = self.transition(s, t)
+        return (batch_broadcast(a_ts, x) - 1) * x, std_ts
+
+    def bridge(self, x0: Array, xt: Array, s: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
+        """`q(x_s | x_t, x_0) = N(mean, std^2 I)` for s < t: the posterior of the forward chain.
+
+        Returns the mean (shaped like xt) and the std (shaped like s and t). Used by the
+        ancestral predictor with x0 replaced by its Tweedie estimate.
+        """
+        a_s, std_s = self.marginal(s)
+        a_ts, std_ts = self.transition(s, t)
+        var_s, var_ts = std_s**2, std_ts**2
+        denom = a_ts**2 * var_s + var_ts
+        mean = batch_broadcast(a_s * var_ts / denom, x0) * x0 + batch_broadcast(
+            a_ts * var_s / denom, xt
+        ) * xt
+        return mean, jnp.sqrt(var_s * var_ts / denom)
+
+    def x0_from_score(self, x: Array, t: ArrayLike, score: Array) -> Array:
+        """Tweedie's formula: `E[x_0 | x_t = x] = (x + std(t)^2 score) / a(t)`."""
+        a, std = self.marginal(t)
+        return (x + batch_broadcast(std**2, x) * score) / batch_broadcast(a, x)
+
+    def prior_std(self) -> Array:
+        """Std of the Gaussian prior `p_T = N(0, prior_std^2 I)`; by default `std(T)`."""
+        return self.marginal(self.T)[1]
+
+    def prior_sample(self, key: PRNGKeyArray, shape: tuple[int, ...]) -> Array:
+        return self.prior_std() * jax.random.normal(key, shape)
+
+    def prior_logp(self, z: Float[Array, "batch *dims"]) -> Float[Array, " batch"]:
+        return gaussian_logp(z, self.prior_std())
+
+
+def linear_beta(beta_min: float, beta_max: float, t: ArrayLike) -> Array:
+    """The linear noise schedule of VP and sub-VP: `beta(t) = beta_min + t (beta_max - beta_min)`."""
+    return beta_min + jnp.asarray(t) * (beta_max - beta_min)
+
+
+def linear_beta_integral(beta_min: float, beta_max: float, t: ArrayLike) -> Array:
+    """`B(t) = int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2`."""
+    t = jnp.asarray(t)
+    return beta_min * t + 0.5 * (beta_max - beta_min) * t**2
+
+
+class VPSDE(AbstractLinearSDE):
+    r"""Variance-preserving SDE: `dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw`, the continuous DDPM.
+
+    `beta(t) = beta_min + t (beta_max - beta_min)`, `B(t) = int_0^t beta`,
+    `a(t) = exp(-B/2)`, `std(t)^2 = 1 - exp(-B)`, prior `N(0, I)`.
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    T: float = 1.0
+
+    def __check_init__(self):
+        check_positive("VPSDE", beta_min=self.beta_min, beta_max=self.beta_max, T=self.T)
+
+    def beta(self, t: ArrayLike) -> Array:
+        return linear_beta(self.beta_min, self.beta_max, t)
+
+    def integrated_beta(self, t: ArrayLike) -> Array:
+        return linear_beta_integral(self.beta_min, self.beta_max, t)
+
+    def drift_coeff(self, t):
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t):
+        return jnp.sqrt(self.beta(t))
+
+    def marginal(self, t):
+        b = self.integrated_beta(t)
+        return jnp.exp(-0.5 * b), jnp.sqrt(-jnp.expm1(-b))
+
+    def transition(self, s, t):
+        db = self.integrated_beta(t) - self.integrated_beta(s)
+        return jnp.exp(-0.5 * db), jnp.sqrt(-jnp.expm1(-db))
+
+    def prior_std(self):
+        return jnp.asarray(1.0)
+
+
+class SubVPSDE(AbstractLinearSDE):
+    r"""Sub-VP SDE: `dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dw`.
+
+    `a(t) = exp(-B/2)`, `std(t) = 1 - exp(-B)`, prior `N(0, I)`. Its variance is bounded
+    by the VP one at every t, which gives better likelihoods (Song et al. 2021, sec. 3.4).
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    T: float = 1.0
+
+    def __check_init__(self):
+        check_positive("SubVPSDE", beta_min=self.beta_min, beta_max=self.beta_max, T=self.T)
+
+    def beta(self, t: ArrayLike) -> Array:
+        return linear_beta(self.beta_min, self.beta_max, t)
+
+    def integrated_beta(self, t: ArrayLike) -> Array:
+        return linear_beta_integral(self.beta_min, self.beta_max, t)
+
+    def drift_coeff(self, t):
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t):
+        return jnp.sqrt(self.beta(t) * -jnp.expm1(-2.0 * self.integrated_beta(t)))
+
+    def marginal(self, t):
+        b = self.integrated_beta(t)
+        return jnp.exp(-0.5 * b), -jnp.expm1(-b)
+
+    def prior_std(self):
+        return jnp.asarray(1.0)
+
+
+class VESDE(AbstractLinearSDE):
+    r"""Variance-exploding SDE: `dx = sqrt(d sigma(t)^2 / dt) dw`, the continuous SMLD/NCSN.
+
+    `sigma(t) = sigma_min (sigma_max / sigma_min)^t`, `a(t) = 1`, `std(t) = sigma(t)`
+    (score_sde's convention, see the module docstring), prior `N(0, sigma_max^2 I)`.
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    T: float = 1.0
+
+    def __check_init__(self):
+        check_positive("VESDE", sigma_min=self.sigma_min, sigma_max=self.sigma_max, T=self.T)
+        if (
+            isinstance(self.sigma_min, (int, float))
+            and isinstance(self.sigma_max, (int, float))
+            and not self.sigma_max > self.sigma_min
+        ):
+            raise ValueError(
+                f"VESDE: sigma_max must exceed sigma_min; got sigma_min={self.sigma_min}, "
+                f"sigma_max={self.sigma_max}"
+            )
+
+    def sigma(self, t: ArrayLike) -> Array:
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** (jnp.asarray(t) / self.T)
+
+    def drift_coeff(self, t):
+        return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
+
+    def diffusion(self, t):
+        return self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min) / self.T)
+
+    def marginal(self, t):
+        sigma = self.sigma(t)
+        return jnp.ones_like(sigma), sigma
+
+    def transition(self, s, t):
+        sigma_s, sigma_t = self.sigma(s), self.sigma(t)
+        return jnp.ones_like(sigma_t), jnp.sqrt(sigma_t**2 - sigma_s**2)
+
+    def prior_std(self):
+        return jnp.asarray(self.sigma_max)
+
+
+class ReverseSDE(eqx.Module):
+    r"""The reverse-time SDE of `sde` given `score_fn`, or its probability-flow ODE.
+
+    `dx = [f(x, t) - c g(t)^2 s(x, t)] dt + g_rev(t) dw_bar`, run from T to 0, with `c = 1`,
+    `g_rev = g` for the reverse SDE and `c = 1/2`, `g_rev = 0` for the probability-flow ODE.
+    Times keep the forward labels: a solver steps with negative dt. The score function
+    always receives a `(B,)` array of times.
+    """
+
+    sde: AbstractSDE
+    score_fn: ScoreFn
+    probability_flow: bool = eqx.field(static=True, default=False)
+
+    @property
+    def T(self) -> float:
+        return self.sde.T
+
+    def drift(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Float[Array, "batch *dims"]:
+        score = self.score_fn(x, batch_times(t, x))
+        weight = 0.5 if self.probability_flow else 1.0
+        g2 = batch_broadcast(self.sde.diffusion(t) ** 2, x)
+        return self.sde.drift(x, t) - weight * g2 * score
+
+    def diffusion(self, t: ArrayLike) -> Array:
+        g = self.sde.diffusion(t)
+        return jnp.zeros_like(g) if self.probability_flow else g
+
+    def prior_sample(self, key: PRNGKeyArray, shape: tuple[int, ...]) -> Array:
+        return self.sde.prior_sample(key, shape)
+
+    def prior_logp(self, z: Array) -> Array:
+        return self.sde.prior_logp(z)
