@@ -6,6 +6,7 @@
   with tolerances derived from the sample size (z standard errors).
 - `count_compiles`: how many XLA compilations a block triggers.
 - `count_score_evaluations`: how many times a score function is really evaluated.
+- `ConstantBetaVP`, `CosineVP`: linear SDEs defined as a user would, by coefficients only.
 """
 
 from __future__ import annotations
@@ -43,6 +44,34 @@ def moment_ode_marginal(sde: sg.AbstractLinearSDE, ts: np.ndarray, v0: float = 0
         )
         a, v = sol.ys
         return np.asarray(a), np.sqrt(np.asarray(v))
+
+
+class ConstantBetaVP(sg.AbstractLinearSDE):
+    """A user's SDE: only the coefficients; the marginal comes from quadrature."""
+
+    beta: float = 4.0
+    T: float = 1.0
+
+    def drift_coeff(self, t):
+        return -0.5 * self.beta * jnp.ones_like(jnp.asarray(t, jnp.float32))
+
+    def diffusion(self, t):
+        return jnp.sqrt(self.beta) * jnp.ones_like(jnp.asarray(t, jnp.float32))
+
+
+class CosineVP(sg.AbstractLinearSDE):
+    """A user's SDE with a non-polynomial schedule (no closed form supplied)."""
+
+    T: float = 1.0
+
+    def drift_coeff(self, t):
+        return -0.5 * self._beta(t)
+
+    def diffusion(self, t):
+        return jnp.sqrt(self._beta(t))
+
+    def _beta(self, t):
+        return 0.5 + 8.0 * jnp.sin(0.5 * jnp.pi * jnp.asarray(t)) ** 2
 
 
 def mixture_2d() -> sg.GaussianMixture:

@@ -5,37 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import SDES
-from oracles import moment_ode_marginal
+from oracles import ConstantBetaVP, CosineVP, moment_ode_marginal
 
 import sde_gen as sg
-
-
-class ConstantBetaVP(sg.AbstractLinearSDE):
-    """A user's SDE: only the coefficients; the marginal comes from quadrature."""
-
-    beta: float = 4.0
-    T: float = 1.0
-
-    def drift_coeff(self, t):
-        return -0.5 * self.beta * jnp.ones_like(jnp.asarray(t, jnp.float32))
-
-    def diffusion(self, t):
-        return jnp.sqrt(self.beta) * jnp.ones_like(jnp.asarray(t, jnp.float32))
-
-
-class CosineVP(sg.AbstractLinearSDE):
-    """A user's SDE with a non-polynomial schedule (no closed form supplied)."""
-
-    T: float = 1.0
-
-    def drift_coeff(self, t):
-        return -0.5 * self._beta(t)
-
-    def diffusion(self, t):
-        return jnp.sqrt(self._beta(t))
-
-    def _beta(self, t):
-        return 0.5 + 8.0 * jnp.sin(0.5 * jnp.pi * jnp.asarray(t)) ** 2
 
 
 ALL_SDES = {**SDES, "user_constant": ConstantBetaVP(), "user_cosine": CosineVP()}

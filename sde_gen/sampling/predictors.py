@@ -10,7 +10,10 @@ step can return the noise-free mean ("denoising").
 - `AncestralSampling`: draw from the forward chain's posterior
   `q(x_{t_next} | x_t, x_0 = x0_hat)` with Tweedie's `x0_hat`; any `AbstractLinearSDE`.
   For VE this is SMLD's ancestral step exactly; for VP it is DDPM's step with the
-  posterior variance `beta_tilde`.
+  posterior variance `beta_tilde`. The step leaves out the `Var[x_0 | x_t]` part of the
+  true reverse kernel, so it under-disperses by about `beta(0) dt log(N)` in variance:
+  negligible for score_sde's schedules (beta_min = 0.1), visible for coarse steps on a
+  schedule with large beta near t = 0.
 """
 
 from __future__ import annotations
