@@ -55,8 +55,10 @@ def main(argv=None) -> None:
     exact = data.flow(sde, x_T, sde.T, EPS_SAMPLE)
 
     print(f"# PF-ODE accuracy: VP, D={d}, batch {args.batch}, exact score")
-    print(f"# {platform.processor() or platform.machine()}, jax {jax.__version__} on "
-          f"{jax.devices()[0].platform}, diffrax {diffrax.__version__}\n")  # fmt: skip
+    print(
+        f"# {platform.processor() or platform.machine()}, jax {jax.__version__} on "
+        f"{jax.devices()[0].platform}, diffrax {diffrax.__version__}\n"
+    )
     print("| solver | setting | NFE | RMS error | time (s) |")
     print("|---|---|---:|---:|---:|")
     rows = [(diffrax.Euler(), f"{n} steps", dict(num_steps=n)) for n in (100, 1000)]
@@ -84,14 +86,25 @@ def main(argv=None) -> None:
         label = divergence if divergence == "exact" else f"hutchinson ({probe})"
         for tol in (1e-3, 1e-4, 1e-5):
             (logp, z, nfe), seconds = timed(
-                lambda: sg.log_likelihood(key, sde, score_fn, x0, divergence=divergence,
-                                          probe=probe, eps=EPS_LIKELIHOOD, rtol=tol, atol=tol)  # fmt: skip
+                lambda: sg.log_likelihood(
+                    key,
+                    sde,
+                    score_fn,
+                    x0,
+                    divergence=divergence,
+                    probe=probe,
+                    eps=EPS_LIKELIHOOD,
+                    rtol=tol,
+                    atol=tol,
+                )
             )
             # The model's prior is N(0, I); swap in the true p_T at the latent to compare.
             recovered = logp - sde.prior_logp(z) + p_T.log_prob(z)
             err = float(jnp.mean(jnp.abs(recovered - exact_logp))) / d
-            print(f"| {label} | {tol:g} | {int(nfe)} | {err:.2e} | {err / math.log(2):.2e} "
-                  f"| {seconds:.3f} |")  # fmt: skip
+            print(
+                f"| {label} | {tol:g} | {int(nfe)} | {err:.2e} | {err / math.log(2):.2e} "
+                f"| {seconds:.3f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -47,9 +47,15 @@ def samplers(num_steps: int):
             k, s, f, shape, predictor="euler_maruyama", num_steps=num_steps
         ),
         "PC reverse diffusion + Langevin": lambda k, s, f, shape: sg.sample_pc(
-            k, s, f, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.05,
+            k,
+            s,
+            f,
+            shape,
+            predictor="reverse_diffusion",
+            corrector="langevin",
+            snr=0.05,
             num_steps=num_steps,
-        ),  # fmt: skip
+        ),
         "PC ancestral": lambda k, s, f, shape: sg.sample_pc(
             k, s, f, shape, predictor="ancestral", num_steps=num_steps
         ),
@@ -77,8 +83,9 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=4000, help="samples per sampler")
     parser.add_argument("--steps", type=int, default=500, help="steps of fixed-step samplers")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sde", default="vp,subvp,ve",
-                        help=f"comma-separated subset of {', '.join(SDES)}")  # fmt: skip
+    parser.add_argument(
+        "--sde", default="vp,subvp,ve", help=f"comma-separated subset of {', '.join(SDES)}"
+    )
     args = parser.parse_args(argv)
     if args.n < 1 or args.steps < 4:
         parser.error(f"--n must be >= 1 and --steps >= 4; got --n={args.n} --steps={args.steps}")
@@ -93,8 +100,9 @@ def main(argv=None) -> None:
     data = mixture.sample(jax.random.fold_in(key, 1), args.n)
     data_logp = float(jnp.mean(mixture.log_prob(data)))
 
-    fig, axes = plt.subplots(len(sdes), len(runs) + 1, figsize=(3 * (len(runs) + 1), 3 * len(sdes)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(sdes), len(runs) + 1, figsize=(3 * (len(runs) + 1), 3 * len(sdes)), squeeze=False
+    )
     total, start = len(sdes) * len(runs), time.perf_counter()
     done = 0
     print(f"{'SDE':7s} {'sampler':34s} {'NFE':>6s} {'E log p':>8s} {'w err':>6s} {'time':>6s}")
@@ -112,12 +120,17 @@ def main(argv=None) -> None:
             done += 1
             elapsed = time.perf_counter() - start
             eta = elapsed / done * (total - done)
-            print(f"{sde_name:7s} {name:34s} {int(nfe):6d} {logp:8.3f} {werr:6.3f} "
-                  f"{seconds:5.1f}s  [{done}/{total}, ETA {eta:4.0f}s]", flush=True)  # fmt: skip
+            print(
+                f"{sde_name:7s} {name:34s} {int(nfe):6d} {logp:8.3f} {werr:6.3f} "
+                f"{seconds:5.1f}s  [{done}/{total}, ETA {eta:4.0f}s]",
+                flush=True,
+            )
             ax = axes[row, col]
             ax.scatter(*np.asarray(x).T, s=1, alpha=0.3)
-            ax.set_title(f"{sde_name}: {name}\nNFE {int(nfe)}, E log p {logp:.3f}, "
-                         f"w err {werr:.3f}", fontsize=8)  # fmt: skip
+            ax.set_title(
+                f"{sde_name}: {name}\nNFE {int(nfe)}, E log p {logp:.3f}, w err {werr:.3f}",
+                fontsize=8,
+            )
     for ax in axes.flat:
         ax.set_xlim(-6, 6)
         ax.set_ylim(-6, 6)

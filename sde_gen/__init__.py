@@ -25,13 +25,13 @@ from .sampling import (
     sample_sde,
 )
 from .sde import (
+    VESDE,
+    VPSDE,
     AbstractLinearSDE,
     AbstractSDE,
     ReverseSDE,
     ScoreFn,
     SubVPSDE,
-    VESDE,
-    VPSDE,
 )
 
 __version__ = "0.1.0"
@@ -39,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AbstractAnalyticDensity",
     "AbstractCorrector",
+    "AbstractLinearBetaSDE",
     "AbstractLinearSDE",
     "AbstractPredictor",
     "AbstractSDE",

@@ -102,3 +102,16 @@ def check_score_fn(score_fn: Callable, shape: Sequence[int], dtype: Any = jnp.fl
             f"score_fn(x, t) must return an array shaped like x {tuple(shape)}; "
             f"got {out_shape if out_shape is not None else type(out).__name__}"
         )
+
+
+def check_sampling(sde: Any, score_fn: Callable, shape: Any, eps: Any, x_init: Any):
+    """The checks every sampler shares: batch shape, end time, start point, score output.
+
+    Returns the normalized `(shape, x_init)`.
+    """
+    shape = check_shape(shape)
+    check_eps(eps, sde.T)
+    if x_init is not None:
+        x_init = check_x("x_init", x_init, shape)
+    check_score_fn(score_fn, shape)
+    return shape, x_init

@@ -129,8 +129,21 @@ def _check_positive_array(name: str, arr: Array) -> None:
         raise ValueError(f"{name} must be positive everywhere; got {np.asarray(arr)!r}")
 
 
+def _positive_like(name: str, value: ArrayLike, target: Array, target_name: str) -> Array:
+    """`value` broadcast to `target`'s shape, checked finite and positive."""
+    arr = _as_array(name, value)
+    try:
+        arr = jnp.broadcast_to(arr, target.shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {arr.shape} does not broadcast to {target_name} {target.shape}"
+        ) from None
+    _check_positive_array(name, arr)
+    return arr
+
+
 class GaussianMixture(AbstractAnalyticDensity):
-    """`sum_k w_k N(mu_k, diag(s_k^2))` with means `(K, *dims)` and variances broadcastable to them."""
+    """`sum_k w_k N(mu_k, diag(s_k^2))`: means `(K, *dims)`, variances broadcastable to them."""
 
     weights: Float[Array, " K"]
     means: Float[Array, "K *dims"]
@@ -140,14 +153,7 @@ class GaussianMixture(AbstractAnalyticDensity):
         means = _as_array("means", means)
         if means.ndim < 2:
             raise ValueError(f"means must have shape (K, *dims); got shape {means.shape}")
-        variances = _as_array("variances", variances)
-        try:
-            variances = jnp.broadcast_to(variances, means.shape)
-        except ValueError:
-            raise ValueError(
-                f"variances of shape {variances.shape} do not broadcast to means {means.shape}"
-            ) from None
-        _check_positive_array("variances", variances)
+        variances = _positive_like("variances", variances, means, "means")
         k = means.shape[0]
         weights = jnp.full((k,), 1.0 / k) if weights is None else _as_array("weights", weights)
         if weights.shape != (k,):
@@ -176,14 +182,7 @@ class Gaussian(AbstractAnalyticDensity):
         mean = _as_array("mean", mean)
         if mean.ndim < 1:
             raise ValueError(f"mean must have at least one dimension; got shape {mean.shape}")
-        variance = _as_array("variance", variance)
-        try:
-            variance = jnp.broadcast_to(variance, mean.shape)
-        except ValueError:
-            raise ValueError(
-                f"variance of shape {variance.shape} does not broadcast to mean {mean.shape}"
-            ) from None
-        _check_positive_array("variance", variance)
+        variance = _positive_like("variance", variance, mean, "mean")
         self.mean = mean
         self.variance = variance
 

@@ -27,9 +27,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._checks import check_positive, check_score_fn, check_steps, check_time, check_x, choose
-from .sampling._diffrax import check_ode_solver, ode_nfe
-from .sampling.ode import step_schedule
+from ._checks import check_score_fn, check_steps, check_time, check_x, choose
+from .sampling._diffrax import check_ode_solve, ode_nfe, step_control
 from .sde import AbstractSDE, ScoreFn, _sum_event
 
 Field = Callable[[Array], Array]
@@ -106,23 +105,28 @@ def log_likelihood(
     divergence_fn = choose("divergence", divergence, DIVERGENCES)
     draw_probe = choose("probe", probe, PROBES)
     check_time("eps", eps, sde.T, open_left=True)
-    check_ode_solver(solver, adaptive=num_steps is None)
-    if num_steps is None:
-        check_positive("log_likelihood", rtol=rtol, atol=atol)
-    else:
-        check_steps("num_steps", num_steps)
-    check_steps("max_steps", max_steps)
+    check_ode_solve(solver, rtol, atol, num_steps, max_steps)
     check_score_fn(score_fn, x.shape, x.dtype)
     e = draw_probe(key, x.shape, x.dtype)
     return _log_likelihood(
-        sde, score_fn, x, e, divergence_fn, jnp.asarray(eps, x.dtype), solver, rtol, atol,
-        num_steps, max_steps,
-    )  # fmt: skip
+        sde,
+        score_fn,
+        x,
+        e,
+        divergence_fn,
+        jnp.asarray(eps, x.dtype),
+        solver,
+        rtol,
+        atol,
+        num_steps,
+        max_steps,
+    )
 
 
 @eqx.filter_jit
-def _log_likelihood(sde, score_fn, x, e, divergence_fn, eps, solver, rtol, atol, num_steps,
-                    max_steps):  # fmt: skip
+def _log_likelihood(
+    sde, score_fn, x, e, divergence_fn, eps, solver, rtol, atol, num_steps, max_steps
+):
     drift = sde.reverse(score_fn, probability_flow=True).drift
 
     def vector_field(t, state, args):
@@ -130,17 +134,15 @@ def _log_likelihood(sde, score_fn, x, e, divergence_fn, eps, solver, rtol, atol,
         return divergence_fn(lambda z: drift(z, t), y, e)
 
     t1 = jnp.asarray(sde.T, x.dtype)
-    dt0, controller = step_schedule(eps, t1, num_steps, rtol, atol)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
         solver,
         eps,
         t1,
-        dt0,
+        None,
         (x, jnp.zeros((x.shape[0],), x.dtype)),
-        stepsize_controller=controller,
-        max_steps=max_steps if num_steps is None else num_steps,
         saveat=diffrax.SaveAt(t1=True),
+        **step_control(eps, t1, num_steps, rtol, atol, max_steps),
     )
     z, delta = sol.ys[0][0], sol.ys[1][0]
     return sde.prior_logp(z) + delta, z, ode_nfe(solver, sol.stats["num_steps"])

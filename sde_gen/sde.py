@@ -11,7 +11,8 @@ concrete classes are final.
   follow from the two coefficients `f(t)` and `g(t)`. A user's own linear SDE defines
   `drift_coeff` and `diffusion` (and, optionally, a closed-form `marginal`) and nothing
   else.
-- `VPSDE`, `SubVPSDE`, `VESDE`: the three SDEs of Song et al. with score_sde's defaults.
+- `VPSDE`, `SubVPSDE` (on `AbstractLinearBetaSDE`), `VESDE`: the three SDEs of Song et al.
+  with score_sde's defaults.
 - `ReverseSDE`: the reverse-time SDE (Anderson 1982) or probability-flow ODE of a forward
   SDE and a score function, with the same drift/diffusion interface.
 
@@ -175,9 +176,10 @@ class AbstractLinearSDE(AbstractSDE):
         a_ts, std_ts = self.transition(s, t)
         var_s, var_ts = std_s**2, std_ts**2
         denom = a_ts**2 * var_s + var_ts
-        mean = batch_broadcast(a_s * var_ts / denom, x0) * x0 + batch_broadcast(
-            a_ts * var_s / denom, xt
-        ) * xt
+        mean = (
+            batch_broadcast(a_s * var_ts / denom, x0) * x0
+            + batch_broadcast(a_ts * var_s / denom, xt) * xt
+        )
         return mean, jnp.sqrt(var_s * var_ts / denom)
 
     def x0_from_score(self, x: Array, t: ArrayLike, score: Array) -> Array:
@@ -197,7 +199,7 @@ class AbstractLinearSDE(AbstractSDE):
 
 
 def linear_beta(beta_min: float, beta_max: float, t: ArrayLike) -> Array:
-    """The linear noise schedule of VP and sub-VP: `beta(t) = beta_min + t (beta_max - beta_min)`."""
+    """The linear schedule of VP and sub-VP: `beta(t) = beta_min + t (beta_max - beta_min)`."""
     return beta_min + jnp.asarray(t) * (beta_max - beta_min)
 
 
@@ -207,19 +209,18 @@ def linear_beta_integral(beta_min: float, beta_max: float, t: ArrayLike) -> Arra
     return beta_min * t + 0.5 * (beta_max - beta_min) * t**2
 
 
-class VPSDE(AbstractLinearSDE):
-    r"""Variance-preserving SDE: `dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw`, the continuous DDPM.
-
-    `beta(t) = beta_min + t (beta_max - beta_min)`, `B(t) = int_0^t beta`,
-    `a(t) = exp(-B/2)`, `std(t)^2 = 1 - exp(-B)`, prior `N(0, I)`.
-    """
+class AbstractLinearBetaSDE(AbstractLinearSDE):
+    """VP-type SDEs on the linear schedule `beta(t) = beta_min + t (beta_max - beta_min)`:
+    drift `-beta(t) x / 2`, mean coefficient `a(t) = exp(-B(t)/2)`, prior `N(0, I)`."""
 
     beta_min: float = 0.1
     beta_max: float = 20.0
     T: float = 1.0
 
     def __check_init__(self):
-        check_positive("VPSDE", beta_min=self.beta_min, beta_max=self.beta_max, T=self.T)
+        check_positive(
+            type(self).__name__, beta_min=self.beta_min, beta_max=self.beta_max, T=self.T
+        )
 
     def beta(self, t: ArrayLike) -> Array:
         return linear_beta(self.beta_min, self.beta_max, t)
@@ -229,6 +230,17 @@ class VPSDE(AbstractLinearSDE):
 
     def drift_coeff(self, t):
         return -0.5 * self.beta(t)
+
+    def prior_std(self):
+        return jnp.asarray(1.0)
+
+
+class VPSDE(AbstractLinearBetaSDE):
+    r"""Variance-preserving SDE: `dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw`, the continuous DDPM.
+
+    `beta(t) = beta_min + t (beta_max - beta_min)`, `B(t) = int_0^t beta`,
+    `a(t) = exp(-B/2)`, `std(t)^2 = 1 - exp(-B)`, prior `N(0, I)`.
+    """
 
     def diffusion(self, t):
         return jnp.sqrt(self.beta(t))
@@ -241,32 +253,13 @@ class VPSDE(AbstractLinearSDE):
         db = self.integrated_beta(t) - self.integrated_beta(s)
         return jnp.exp(-0.5 * db), jnp.sqrt(-jnp.expm1(-db))
 
-    def prior_std(self):
-        return jnp.asarray(1.0)
 
-
-class SubVPSDE(AbstractLinearSDE):
+class SubVPSDE(AbstractLinearBetaSDE):
     r"""Sub-VP SDE: `dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dw`.
 
     `a(t) = exp(-B/2)`, `std(t) = 1 - exp(-B)`, prior `N(0, I)`. Its variance is bounded
     by the VP one at every t, which gives better likelihoods (Song et al. 2021, sec. 3.4).
     """
-
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    T: float = 1.0
-
-    def __check_init__(self):
-        check_positive("SubVPSDE", beta_min=self.beta_min, beta_max=self.beta_max, T=self.T)
-
-    def beta(self, t: ArrayLike) -> Array:
-        return linear_beta(self.beta_min, self.beta_max, t)
-
-    def integrated_beta(self, t: ArrayLike) -> Array:
-        return linear_beta_integral(self.beta_min, self.beta_max, t)
-
-    def drift_coeff(self, t):
-        return -0.5 * self.beta(t)
 
     def diffusion(self, t):
         return jnp.sqrt(self.beta(t) * -jnp.expm1(-2.0 * self.integrated_beta(t)))
@@ -274,9 +267,6 @@ class SubVPSDE(AbstractLinearSDE):
     def marginal(self, t):
         b = self.integrated_beta(t)
         return jnp.exp(-0.5 * b), -jnp.expm1(-b)
-
-    def prior_std(self):
-        return jnp.asarray(1.0)
 
 
 class VESDE(AbstractLinearSDE):

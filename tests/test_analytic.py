@@ -21,9 +21,7 @@ def test_mixture_score_equals_autodiff_of_log_density(sde, density, key):
     t = jnp.linspace(0.01, 0.99, 16)
     autodiff = jax.grad(lambda x: jnp.sum(density.log_prob_t(sde, x, t)))(x)
     np.testing.assert_allclose(density.score_t(sde, x, t), autodiff, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(
-        density.score_fn(sde)(x, t), autodiff, rtol=1e-4, atol=1e-5
-    )
+    np.testing.assert_allclose(density.score_fn(sde)(x, t), autodiff, rtol=1e-4, atol=1e-5)
 
 
 def test_marginal_density_matches_log_prob_t(sde, key):
@@ -84,10 +82,16 @@ def test_gaussian_flow_solves_the_probability_flow_ode(sde):
     "make, message",
     [
         (lambda: sg.GaussianMixture(jnp.zeros(3), 1.0), "means must have shape"),
-        (lambda: sg.GaussianMixture(jnp.zeros((2, 3)), jnp.ones((3, 3))), "do not broadcast"),
+        (
+            lambda: sg.GaussianMixture(jnp.zeros((2, 3)), jnp.ones((3, 3))),
+            "does not broadcast to means",
+        ),
         (lambda: sg.GaussianMixture(jnp.zeros((2, 3)), -1.0), "variances must be positive"),
         (lambda: sg.GaussianMixture(jnp.zeros((2, 3)), 1.0, [1.0]), "weights must have shape"),
-        (lambda: sg.GaussianMixture(jnp.zeros((2, 3)), 1.0, [1.0, 0.0]), "weights must be positive"),
+        (
+            lambda: sg.GaussianMixture(jnp.zeros((2, 3)), 1.0, [1.0, 0.0]),
+            "weights must be positive",
+        ),
         (lambda: sg.Gaussian(jnp.zeros(2), jnp.asarray([1.0, 0.0])), "variance must be positive"),
         (lambda: mixture_2d().log_prob(jnp.zeros((4, 3))), "event shape"),
     ],

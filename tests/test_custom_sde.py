@@ -21,15 +21,30 @@ def setup():
 
 def _samplers():
     key = jax.random.key(3)
-    pc = lambda p, c: lambda sde, f, x: sg.sample_pc(key, sde, f, x.shape, predictor=p,
-                                                     corrector=c, num_steps=50, x_init=x)[0]  # fmt: skip
+
+    def pc(predictor, corrector):
+        def run(sde, score_fn, x):
+            return sg.sample_pc(
+                key,
+                sde,
+                score_fn,
+                x.shape,
+                predictor=predictor,
+                corrector=corrector,
+                num_steps=50,
+                x_init=x,
+            )[0]
+
+        return run
+
     return {
         "euler_maruyama": pc("euler_maruyama", None),
         "reverse_diffusion+langevin": pc("reverse_diffusion", "langevin"),
         "ancestral": pc("ancestral", None),
         "ode": lambda sde, f, x: sg.sample_ode(key, sde, f, x.shape, x_init=x)[0],
-        "sde_shark": lambda sde, f, x: sg.sample_sde(key, sde, f, x.shape, solver=diffrax.ShARK(),
-                                                     num_steps=50, x_init=x)[0],  # fmt: skip
+        "sde_shark": lambda sde, f, x: sg.sample_sde(
+            key, sde, f, x.shape, solver=diffrax.ShARK(), num_steps=50, x_init=x
+        )[0],
         "likelihood": lambda sde, f, x: sg.log_likelihood(key, sde, f, x, divergence="exact")[0],
     }
 
@@ -43,9 +58,11 @@ def test_user_sde_matches_its_builtin_twin_path_by_path(setup, sampler):
     x = mixture.marginal(twin, 0.5).sample(jax.random.key(9), 64)
     run = _samplers()[sampler]
     np.testing.assert_allclose(
-        run(SDE, mixture.score_fn(SDE), x), run(twin, mixture.score_fn(twin), x),
-        rtol=2e-3, atol=2e-3,
-    )  # fmt: skip
+        run(SDE, mixture.score_fn(SDE), x),
+        run(twin, mixture.score_fn(twin), x),
+        rtol=2e-3,
+        atol=2e-3,
+    )
 
 
 @pytest.mark.parametrize(
@@ -53,22 +70,39 @@ def test_user_sde_matches_its_builtin_twin_path_by_path(setup, sampler):
 )
 def test_user_sde_pc(setup, predictor, corrector):
     mixture, score_fn, x_init = setup
-    x, _ = sg.sample_pc(jax.random.key(0), SDE, score_fn, (N, 2), predictor=predictor,
-                        corrector=corrector, snr=0.05, num_steps=400, x_init=x_init)  # fmt: skip
+    x, _ = sg.sample_pc(
+        jax.random.key(0),
+        SDE,
+        score_fn,
+        (N, 2),
+        predictor=predictor,
+        corrector=corrector,
+        snr=0.05,
+        num_steps=400,
+        x_init=x_init,
+    )
     assert_mixture_samples(x, mixture.marginal(SDE, 0.0))
 
 
 def test_user_sde_probability_flow(setup):
     mixture, score_fn, x_init = setup
-    x, _ = sg.sample_ode(jax.random.key(0), SDE, score_fn, (N, 2), x_init=x_init,
-                         rtol=1e-4, atol=1e-4)  # fmt: skip
+    x, _ = sg.sample_ode(
+        jax.random.key(0), SDE, score_fn, (N, 2), x_init=x_init, rtol=1e-4, atol=1e-4
+    )
     assert_mixture_samples(x, mixture.marginal(SDE, 1e-3))
 
 
 def test_user_sde_reverse_sde(setup):
     mixture, score_fn, x_init = setup
-    x, _ = sg.sample_sde(jax.random.key(0), SDE, score_fn, (N, 2), solver=diffrax.ShARK(),
-                         num_steps=300, x_init=x_init)  # fmt: skip
+    x, _ = sg.sample_sde(
+        jax.random.key(0),
+        SDE,
+        score_fn,
+        (N, 2),
+        solver=diffrax.ShARK(),
+        num_steps=300,
+        x_init=x_init,
+    )
     assert_mixture_samples(x, mixture.marginal(SDE, 1e-3))
 
 

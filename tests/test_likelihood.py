@@ -1,5 +1,6 @@
 """Probability-flow log-likelihoods and bits/dim against exact log-densities."""
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +34,22 @@ def test_exact_divergence_likelihood_matches_closed_form(sde, density, key):
     assert logp.shape == (32,) and z.shape == x.shape and int(nfe) > 0
 
 
+def test_fixed_step_likelihood_converges_to_the_exact_value(key):
+    """Heun on a uniform grid: the error shrinks ~4x per halving of the step (2nd order)."""
+    sde, density = sg.SubVPSDE(), mixture_2d()
+    x = density.sample(key, 8)
+    exact = density.log_prob_t(sde, x, EPS)
+    errors = []
+    for n in (100, 200):
+        logp, z, nfe = sg.log_likelihood(
+            key, sde, density.score_fn(sde), x, divergence="exact", solver=diffrax.Heun(),
+            num_steps=n,
+        )
+        assert int(nfe) == 2 * n
+        errors.append(float(jnp.max(jnp.abs(_exact_model_logp(density, sde, logp, z) - exact))))
+    assert errors[1] < 1e-3 * 2 and errors[0] / errors[1] > 3, errors
+
+
 @pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
 def test_hutchinson_is_unbiased(probe, key):
     """Each of 4 points is repeated 1024 times with independent probes: the mean estimate is
@@ -40,13 +57,16 @@ def test_hutchinson_is_unbiased(probe, key):
     sde, density, reps = sg.VPSDE(), mixture_2d(), 1024
     points = density.marginal(sde, 0.3).sample(key, 4)  # away from the modes: non-diagonal Jacobian
     x = jnp.repeat(points, reps, axis=0)
-    logp, z, _ = sg.log_likelihood(jax.random.key(11), sde, density.score_fn(sde), x,
-                                   divergence="hutchinson", probe=probe)  # fmt: skip
+    logp, z, _ = sg.log_likelihood(
+        jax.random.key(11), sde, density.score_fn(sde), x, divergence="hutchinson", probe=probe
+    )
     estimates = np.asarray(_exact_model_logp(density, sde, logp, z)).reshape(4, reps)
     exact = np.asarray(density.log_prob_t(sde, points, EPS))
     se = estimates.std(axis=1, ddof=1) / np.sqrt(reps)
     assert np.all(np.abs(estimates.mean(axis=1) - exact) <= 3 * se + 2e-3), (
-        estimates.mean(axis=1), exact, se,
+        estimates.mean(axis=1),
+        exact,
+        se,
     )
     if probe == "gaussian":
         assert np.all(se > 0)  # a real estimator, not the exact trace in disguise
@@ -81,8 +101,11 @@ def test_bits_per_dim_of_the_uniform_density_is_log2_bins(data_range, n_bins):
     x_shape = (4, 3, 8, 8)
     d = 3 * 8 * 8
     logp = jnp.full((4,), -d * np.log(data_range[1] - data_range[0]))
-    np.testing.assert_allclose(bits_per_dim := sg.bits_per_dim(logp, x_shape, data_range, n_bins),
-                               np.log2(n_bins), rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        bits_per_dim := sg.bits_per_dim(logp, x_shape, data_range, n_bins),
+        np.log2(n_bins),
+        rtol=1e-6,
+    )
     assert bits_per_dim.shape == (4,)
 
 

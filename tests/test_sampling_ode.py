@@ -77,8 +77,9 @@ def test_fixed_step_solvers_converge_at_their_order(solver, order):
 def test_pf_ode_samples_the_mixture(sde, key):
     mixture = mixture_2d()
     x_init = mixture.marginal(sde, sde.T).sample(jax.random.key(7), 20_000)
-    x, _ = sg.sample_ode(key, sde, mixture.score_fn(sde), x_init.shape, x_init=x_init,
-                         rtol=1e-4, atol=1e-4)  # fmt: skip
+    x, _ = sg.sample_ode(
+        key, sde, mixture.score_fn(sde), x_init.shape, x_init=x_init, rtol=1e-4, atol=1e-4
+    )
     assert_mixture_samples(x, mixture.marginal(sde, EPS))
 
 
@@ -94,8 +95,13 @@ def test_denoise_applies_tweedie_at_eps(key):
 
 @pytest.mark.parametrize(
     "solver, num_steps",
-    [(diffrax.Tsit5(), None), (diffrax.Dopri8(), None), (diffrax.Heun(), 9), (diffrax.Euler(), 9),
-     (diffrax.Bosh3(), None)],
+    [
+        (diffrax.Tsit5(), None),
+        (diffrax.Dopri8(), None),
+        (diffrax.Heun(), 9),
+        (diffrax.Euler(), 9),
+        (diffrax.Bosh3(), None),
+    ],
 )
 def test_ode_nfe_counts_real_evaluations(solver, num_steps, key):
     sde, mixture = sg.VESDE(), mixture_2d()
@@ -103,8 +109,9 @@ def test_ode_nfe_counts_real_evaluations(solver, num_steps, key):
     reported = []
 
     def run(score_fn):
-        x, nfe = sg.ode_flow(sde, score_fn, x_T, sde.T, EPS, solver=solver, num_steps=num_steps,
-                             rtol=1e-3, atol=1e-3)  # fmt: skip
+        x, nfe = sg.ode_flow(
+            sde, score_fn, x_T, sde.T, EPS, solver=solver, num_steps=num_steps, rtol=1e-3, atol=1e-3
+        )
         reported.append(int(nfe))
         return x
 

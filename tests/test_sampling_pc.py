@@ -28,9 +28,16 @@ def test_pc_with_langevin_corrector_samples_the_mixture(sde, key):
     mixture = mixture_2d()
     x_init = mixture.marginal(sde, sde.T).sample(jax.random.key(7), N)
     x, nfe = sg.sample_pc(
-        key, sde, mixture.score_fn(sde), (N, 2), predictor="reverse_diffusion",
-        corrector="langevin", snr=0.05, num_steps=500, x_init=x_init,
-    )  # fmt: skip
+        key,
+        sde,
+        mixture.score_fn(sde),
+        (N, 2),
+        predictor="reverse_diffusion",
+        corrector="langevin",
+        snr=0.05,
+        num_steps=500,
+        x_init=x_init,
+    )
     assert nfe == 1000
     assert_mixture_samples(x, mixture.marginal(sde, 0.0))
 
@@ -78,8 +85,9 @@ def test_mixture_check_detects_a_wrong_score(key):
     sde, mixture = sg.VPSDE(), mixture_2d()
     exact = mixture.score_fn(sde)
     x_init = mixture.marginal(sde, sde.T).sample(jax.random.key(7), N)
-    x, _ = sg.sample_pc(key, sde, lambda x, t: 0.9 * exact(x, t), (N, 2), num_steps=500,
-                        x_init=x_init)  # fmt: skip
+    x, _ = sg.sample_pc(
+        key, sde, lambda x, t: 0.9 * exact(x, t), (N, 2), num_steps=500, x_init=x_init
+    )
     with pytest.raises(AssertionError):
         assert_mixture_samples(x, mixture.marginal(sde, 0.0))
 
@@ -115,9 +123,16 @@ def test_pc_nfe_counts_real_evaluations(key, predictor, corrector, n_corrector_s
     reported = []
 
     def run(score_fn):
-        x, nfe = sg.sample_pc(key, sde, score_fn, (4, 2), predictor=predictor,
-                              corrector=corrector, n_corrector_steps=n_corrector_steps,
-                              num_steps=7)  # fmt: skip
+        x, nfe = sg.sample_pc(
+            key,
+            sde,
+            score_fn,
+            (4, 2),
+            predictor=predictor,
+            corrector=corrector,
+            n_corrector_steps=n_corrector_steps,
+            num_steps=7,
+        )
         reported.append(nfe)
         return x
 
@@ -140,8 +155,11 @@ def test_pc_does_not_recompile_for_new_inputs_of_the_same_shapes(key):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(predictor="eulr"), "unknown predictor 'eulr'; choose one of euler_maruyama, "
-         "reverse_diffusion, ancestral, none"),
+        (
+            dict(predictor="eulr"),
+            "unknown predictor 'eulr'; choose one of euler_maruyama, "
+            "reverse_diffusion, ancestral, none",
+        ),
         (dict(corrector="lagevin"), "unknown corrector 'lagevin'; choose one of langevin, none"),
         (dict(predictor=None, corrector=None), "needs a predictor or a corrector"),
         (dict(num_steps=0), "num_steps must be a positive int"),

@@ -18,17 +18,23 @@ def test_reverse_sde_samples_the_mixture(sde, solver, key):
     mixture = mixture_2d()
     x_init = mixture.marginal(sde, sde.T).sample(jax.random.key(7), N)
     x, _ = sg.sample_sde(
-        key, sde, mixture.score_fn(sde), (N, 2), solver=SOLVERS[solver], num_steps=400,
+        key,
+        sde,
+        mixture.score_fn(sde),
+        (N, 2),
+        solver=SOLVERS[solver],
+        num_steps=400,
         x_init=x_init,
-    )  # fmt: skip
+    )
     assert_mixture_samples(x, mixture.marginal(sde, 1e-3))
 
 
 def test_sample_sde_is_a_deterministic_function_of_key_and_x_init(key):
     sde, g = sg.VPSDE(), sg.Gaussian(jnp.zeros(2), jnp.asarray([0.2, 1.0]))
     x_T = g.marginal(sde, 1.0).sample(key, 64)
-    run = lambda k: sg.sample_sde(k, sde, g.score_fn(sde), x_T.shape, solver=diffrax.ShARK(),
-                                  num_steps=64, x_init=x_T)[0]  # fmt: skip
+    run = lambda k: sg.sample_sde(
+        k, sde, g.score_fn(sde), x_T.shape, solver=diffrax.ShARK(), num_steps=64, x_init=x_T
+    )[0]
     np.testing.assert_array_equal(run(key), run(key))
     assert not np.allclose(run(key), run(jax.random.key(1)))
 

@@ -9,7 +9,6 @@ from oracles import ConstantBetaVP, CosineVP, moment_ode_marginal
 
 import sde_gen as sg
 
-
 ALL_SDES = {**SDES, "user_constant": ConstantBetaVP(), "user_cosine": CosineVP()}
 TIMES = np.array([1e-5, 1e-3, 0.01, 0.1, 0.3, 0.5, 0.77, 1.0])
 
@@ -38,8 +37,12 @@ def test_closed_form_constants_match_papers_table():
     np.testing.assert_allclose(vp.marginal(0.5), (np.exp(-b / 2), np.sqrt(1 - np.exp(-b))), 1e-6)
     np.testing.assert_allclose(subvp.marginal(0.5), (np.exp(-b / 2), 1 - np.exp(-b)), 1e-6)
     np.testing.assert_allclose(ve.marginal(0.5), (1.0, 0.01 * 5000**0.5), 1e-6)
-    np.testing.assert_allclose(ve.diffusion(0.5) ** 2, 2 * (0.01 * 5000**0.5) ** 2 * np.log(5000), 1e-5)
-    np.testing.assert_allclose(subvp.diffusion(0.5) ** 2, (0.1 + 0.5 * 19.9) * (1 - np.exp(-2 * b)), 1e-5)
+    np.testing.assert_allclose(
+        ve.diffusion(0.5) ** 2, 2 * (0.01 * 5000**0.5) ** 2 * np.log(5000), 1e-5
+    )
+    np.testing.assert_allclose(
+        subvp.diffusion(0.5) ** 2, (0.1 + 0.5 * 19.9) * (1 - np.exp(-2 * b)), 1e-5
+    )
     assert float(vp.prior_std()) == 1.0 and float(ve.prior_std()) == 50.0
 
 

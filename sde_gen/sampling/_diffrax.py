@@ -10,6 +10,9 @@ it does not skip.
 from __future__ import annotations
 
 import diffrax
+import jax.numpy as jnp
+
+from .._checks import check_positive, check_steps
 
 
 def _erk_nfe(solver: diffrax.AbstractERK, num_steps):
@@ -32,6 +35,29 @@ def check_ode_solver(solver, adaptive: bool) -> None:
             f"{type(solver).__name__} has no error estimate for adaptive step control; "
             "pass num_steps for fixed steps, or choose Tsit5, Dopri5, Heun, Bosh3 or Dopri8"
         )
+
+
+def check_ode_solve(solver, rtol, atol, num_steps, max_steps) -> None:
+    """The solver fits, and the tolerances (adaptive) or step count (fixed) are valid."""
+    check_ode_solver(solver, adaptive=num_steps is None)
+    if num_steps is None:
+        check_positive("ode solver", rtol=rtol, atol=atol)
+    else:
+        check_steps("num_steps", num_steps)
+    check_steps("max_steps", max_steps)
+
+
+def step_control(t0, t1, num_steps: int | None, rtol: float, atol: float, max_steps: int):
+    """diffeqsolve's step settings: `num_steps` uniform steps from t0 to t1, or adaptive
+    steps under `PIDController(rtol, atol)` with at most `max_steps`."""
+    if num_steps is None:
+        return dict(
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps
+        )
+    return dict(
+        stepsize_controller=diffrax.StepTo(ts=jnp.linspace(t0, t1, num_steps + 1)),
+        max_steps=num_steps,
+    )
 
 
 def ode_nfe(solver, num_steps):

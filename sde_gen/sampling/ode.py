@@ -14,28 +14,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from .._checks import (
-    check_eps,
-    check_positive,
-    check_score_fn,
-    check_shape,
-    check_steps,
-    check_time,
-    check_x,
-    is_concrete,
-)
+from .._checks import check_sampling, check_score_fn, check_time, check_x, is_concrete
 from ..sde import AbstractSDE, ScoreFn, batch_times
-from ._diffrax import check_ode_solver, ode_nfe
+from ._diffrax import check_ode_solve, ode_nfe, step_control
 from .predictors import require_linear
-
-
-def _check_solve_args(solver, rtol, atol, num_steps, max_steps):
-    check_ode_solver(solver, adaptive=num_steps is None)
-    if num_steps is None:
-        check_positive("ode solver", rtol=rtol, atol=atol)
-    else:
-        check_steps("num_steps", num_steps)
-    check_steps("max_steps", max_steps)
 
 
 def ode_flow(
@@ -60,7 +42,7 @@ def ode_flow(
     check_time("t1", t1, sde.T)
     if is_concrete(t0) and is_concrete(t1) and float(t0) == float(t1):
         raise ValueError(f"t0 and t1 must differ; both are {float(t0)}")
-    _check_solve_args(solver, rtol, atol, num_steps, max_steps)
+    check_ode_solve(solver, rtol, atol, num_steps, max_steps)
     check_score_fn(score_fn, x.shape, x.dtype)
     t0 = jnp.asarray(t0, x.dtype)
     t1 = jnp.asarray(t1, x.dtype)
@@ -86,19 +68,23 @@ def sample_ode(
     With `denoise=True` a last Tweedie step returns `E[x_0 | x_eps]` (one more NFE).
     Returns `(x, nfe)`.
     """
-    shape = check_shape(shape)
-    check_eps(eps, sde.T)
-    if x_init is not None:
-        x_init = check_x("x_init", x_init, shape)
-    _check_solve_args(solver, rtol, atol, num_steps, max_steps)
-    check_score_fn(score_fn, shape)
+    check_ode_solve(solver, rtol, atol, num_steps, max_steps)
+    shape, x_init = check_sampling(sde, score_fn, shape, eps, x_init)
     if denoise:
         require_linear(sde, "denoise=True")
     x = sde.prior_sample(key, shape) if x_init is None else x_init
     x, nfe = _ode_flow(
-        sde, score_fn, x, jnp.asarray(sde.T, x.dtype), jnp.asarray(eps, x.dtype),
-        solver, rtol, atol, num_steps, max_steps,
-    )  # fmt: skip
+        sde,
+        score_fn,
+        x,
+        jnp.asarray(sde.T, x.dtype),
+        jnp.asarray(eps, x.dtype),
+        solver,
+        rtol,
+        atol,
+        num_steps,
+        max_steps,
+    )
     if denoise:
         x, nfe = _tweedie(sde, score_fn, x, eps), nfe + 1
     return x, nfe
@@ -109,27 +95,18 @@ def _tweedie(sde, score_fn, x, t):
     return sde.x0_from_score(x, t, score_fn(x, batch_times(t, x)))
 
 
-def step_schedule(t0: Array, t1: Array, num_steps: int | None, rtol: float, atol: float):
-    """`(dt0, controller)`: fixed steps on a uniform grid, or PID-controlled adaptive steps."""
-    if num_steps is None:
-        return None, diffrax.PIDController(rtol=rtol, atol=atol)
-    return None, diffrax.StepTo(ts=jnp.linspace(t0, t1, num_steps + 1))
-
-
 @eqx.filter_jit
 def _ode_flow(sde, score_fn, x, t0, t1, solver, rtol, atol, num_steps, max_steps):
     drift = sde.reverse(score_fn, probability_flow=True).drift
     term = diffrax.ODETerm(lambda t, y, args: drift(y, t))
-    dt0, controller = step_schedule(t0, t1, num_steps, rtol, atol)
     sol = diffrax.diffeqsolve(
         term,
         solver,
         t0,
         t1,
-        dt0,
+        None,
         x,
-        stepsize_controller=controller,
-        max_steps=max_steps if num_steps is None else num_steps,
         saveat=diffrax.SaveAt(t1=True),
+        **step_control(t0, t1, num_steps, rtol, atol, max_steps),
     )
     return sol.ys[0], ode_nfe(solver, sol.stats["num_steps"])

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
-from .._checks import check_eps, check_score_fn, check_shape, check_steps, check_x
+from .._checks import check_sampling, check_steps
 from ..sde import AbstractSDE, ScoreFn
 from .correctors import AbstractCorrector, get_corrector
 from .predictors import AbstractPredictor, get_predictor
@@ -55,12 +55,8 @@ def sample_pc(
     corrector = get_corrector(corrector, snr=snr, n_steps=n_corrector_steps)
     if predictor is None and corrector is None:
         raise ValueError("sample_pc needs a predictor or a corrector; both are None")
-    shape = check_shape(shape)
     num_steps = check_steps("num_steps", num_steps)
-    check_eps(eps, sde.T)
-    if x_init is not None:
-        x_init = check_x("x_init", x_init, shape)
-    check_score_fn(score_fn, shape)
+    shape, x_init = check_sampling(sde, score_fn, shape, eps, x_init)
     x = _pc_loop(key, sde, score_fn, shape, predictor, corrector, num_steps, eps, denoise, x_init)
     nfe = num_steps * ((predictor.nfe if predictor else 0) + (corrector.nfe if corrector else 0))
     return x, nfe

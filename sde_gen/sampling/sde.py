@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, PRNGKeyArray
 
-from .._checks import check_eps, check_score_fn, check_shape, check_steps, check_x
+from .._checks import check_sampling, check_steps
 from ..sde import AbstractSDE, ScoreFn
 from ._diffrax import brownian_levy_area, check_sde_solver, sde_nfe
 from .ode import _tweedie
@@ -45,12 +45,8 @@ def sample_sde(
     a last Tweedie step returns `E[x_0 | x_eps]` (one more NFE). Returns `(x, nfe)`.
     """
     check_sde_solver(solver)
-    shape = check_shape(shape)
     num_steps = check_steps("num_steps", num_steps)
-    check_eps(eps, sde.T)
-    if x_init is not None:
-        x_init = check_x("x_init", x_init, shape)
-    check_score_fn(score_fn, shape)
+    shape, x_init = check_sampling(sde, score_fn, shape, eps, x_init)
     if denoise:
         require_linear(sde, "denoise=True")
     x = _sample_sde(key, sde, score_fn, shape, solver, num_steps, eps, x_init)
