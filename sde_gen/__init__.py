@@ -24,13 +24,13 @@ from .sampling import (
     sample_pc,
     sample_sde,
 )
+from .score import ScoreFn
 from .sde import (
     VESDE,
     VPSDE,
     AbstractLinearSDE,
     AbstractSDE,
     ReverseSDE,
-    ScoreFn,
     SubVPSDE,
 )
 

@@ -84,7 +84,7 @@ def log_likelihood(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     probe: str = "rademacher",
-    solver: diffrax.AbstractSolver = diffrax.Tsit5(),
+    solver: diffrax.AbstractSolver | str = "tsit5",
     num_steps: int | None = None,
     max_steps: int = 4096,
 ) -> tuple[Float[Array, " batch"], Array, Array]:
@@ -105,7 +105,7 @@ def log_likelihood(
     divergence_fn = choose("divergence", divergence, DIVERGENCES)
     draw_probe = choose("probe", probe, PROBES)
     check_time("eps", eps, sde.T, open_left=True)
-    check_ode_solve(solver, rtol, atol, num_steps, max_steps)
+    solver = check_ode_solve(solver, rtol, atol, num_steps, max_steps)
     check_score_fn(score_fn, x.shape, x.dtype)
     e = draw_probe(key, x.shape, x.dtype)
     return _log_likelihood(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -38,8 +37,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import check_positive
-
-ScoreFn = Callable[[Array, Array], Array]
+from .score import ScoreFn
 
 # Gauss-Legendre rule on [-1, 1] for the numerical marginal of a user's linear SDE: exact
 # for polynomials of degree < 96, ample for smooth schedule coefficients.

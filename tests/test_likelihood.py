@@ -42,7 +42,12 @@ def test_fixed_step_likelihood_converges_to_the_exact_value(key):
     errors = []
     for n in (100, 200):
         logp, z, nfe = sg.log_likelihood(
-            key, sde, density.score_fn(sde), x, divergence="exact", solver=diffrax.Heun(),
+            key,
+            sde,
+            density.score_fn(sde),
+            x,
+            divergence="exact",
+            solver=diffrax.Heun(),
             num_steps=n,
         )
         assert int(nfe) == 2 * n

@@ -83,6 +83,14 @@ def test_pf_ode_samples_the_mixture(sde, key):
     assert_mixture_samples(x, mixture.marginal(sde, EPS))
 
 
+def test_solver_names_select_the_same_solvers(key):
+    sde, mixture = sg.VPSDE(), mixture_2d()
+    x_T = mixture.marginal(sde, sde.T).sample(key, 8)
+    by_name, _ = sg.ode_flow(sde, mixture.score_fn(sde), x_T, 1.0, EPS, solver="Dopri5")
+    by_object, _ = sg.ode_flow(sde, mixture.score_fn(sde), x_T, 1.0, EPS, solver=diffrax.Dopri5())
+    np.testing.assert_array_equal(by_name, by_object)
+
+
 def test_denoise_applies_tweedie_at_eps(key):
     sde, g = sg.VPSDE(), _power_law_gaussian()
     x_T = g.marginal(sde, sde.T).sample(key, 8)
@@ -135,6 +143,7 @@ def test_ode_does_not_recompile_for_new_inputs_of_the_same_shapes(key):
     "kwargs, message",
     [
         (dict(solver=diffrax.ImplicitEuler()), "unsupported ODE solver ImplicitEuler"),
+        (dict(solver="rk4"), "unknown ODE solver 'rk4'; choose one of euler, heun, midpoint"),
         (dict(solver=diffrax.Euler()), "Euler has no error estimate"),
         (dict(solver=diffrax.Euler(), num_steps=0), "num_steps must be a positive int"),
         (dict(rtol=0.0), "rtol must be a finite positive number"),

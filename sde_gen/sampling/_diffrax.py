@@ -12,7 +12,7 @@ from __future__ import annotations
 import diffrax
 import jax.numpy as jnp
 
-from .._checks import check_positive, check_steps
+from .._checks import check_positive, check_steps, choose
 
 
 def _erk_nfe(solver: diffrax.AbstractERK, num_steps):
@@ -21,13 +21,42 @@ def _erk_nfe(solver: diffrax.AbstractERK, num_steps):
     return 1 + (stages - 1) * num_steps if tableau.fsal else stages * num_steps
 
 
+ODE_SOLVERS = {
+    "euler": diffrax.Euler,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "ralston": diffrax.Ralston,
+    "bosh3": diffrax.Bosh3,
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+}
+SDE_SOLVERS = {
+    "euler": diffrax.Euler,
+    "heun": diffrax.Heun,
+    "euler_heun": diffrax.EulerHeun,
+    "sea": diffrax.SEA,
+    "sra1": diffrax.SRA1,
+    "shark": diffrax.ShARK,
+    "general_shark": diffrax.GeneralShARK,
+    "spark": diffrax.SPaRK,
+}
+
+
+def get_solver(kind: str, solver, choices: dict):
+    """A diffrax solver object from itself or from its name in `choices`."""
+    if isinstance(solver, diffrax.AbstractSolver):
+        return solver
+    return choose(f"{kind} solver", solver, choices)()
+
+
 def check_ode_solver(solver, adaptive: bool) -> None:
     """Raise `ValueError` unless `solver` is an explicit ODE solver we can count, and adaptive
     when step-size control is asked for."""
     if not isinstance(solver, (diffrax.AbstractERK, diffrax.Euler)):
         raise ValueError(
             f"unsupported ODE solver {type(solver).__name__}; choose an explicit diffrax solver: "
-            "Euler, Heun, Midpoint, Ralston, Bosh3, Tsit5, Dopri5, Dopri8 "
+            f"{', '.join(cls.__name__ for cls in ODE_SOLVERS.values())} "
             "(implicit solvers would need Jacobians of the score network)"
         )
     if adaptive and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
@@ -37,14 +66,17 @@ def check_ode_solver(solver, adaptive: bool) -> None:
         )
 
 
-def check_ode_solve(solver, rtol, atol, num_steps, max_steps) -> None:
-    """The solver fits, and the tolerances (adaptive) or step count (fixed) are valid."""
+def check_ode_solve(solver, rtol, atol, num_steps, max_steps):
+    """Resolve the solver (object or name in `ODE_SOLVERS`) and check it fits, with valid
+    tolerances (adaptive) or step count (fixed). Returns the solver object."""
+    solver = get_solver("ODE", solver, ODE_SOLVERS)
     check_ode_solver(solver, adaptive=num_steps is None)
     if num_steps is None:
         check_positive("ode solver", rtol=rtol, atol=atol)
     else:
         check_steps("num_steps", num_steps)
     check_steps("max_steps", max_steps)
+    return solver
 
 
 def step_control(t0, t1, num_steps: int | None, rtol: float, atol: float, max_steps: int):
@@ -67,17 +99,18 @@ def ode_nfe(solver, num_steps):
     return num_steps
 
 
-SDE_SOLVERS = "Euler, EulerHeun, Heun, SEA, SRA1, ShARK, GeneralShARK, SPaRK"
-
-
-def check_sde_solver(solver) -> None:
+def check_sde_solver(solver):
+    """Resolve the solver (object or name in `SDE_SOLVERS`) and check it fits; returns it."""
+    solver = get_solver("SDE", solver, SDE_SOLVERS)
     if not isinstance(
         solver, (diffrax.Euler, diffrax.EulerHeun, diffrax.Heun, diffrax.AbstractSRK)
     ):
         raise ValueError(
-            f"unsupported SDE solver {type(solver).__name__}; choose one of {SDE_SOLVERS} "
+            f"unsupported SDE solver {type(solver).__name__}; choose one of "
+            f"{', '.join(cls.__name__ for cls in SDE_SOLVERS.values())} "
             "(the reverse SDE has additive noise, so Ito and Stratonovich solvers agree)"
         )
+    return solver
 
 
 def sde_nfe(solver, num_steps: int) -> int:

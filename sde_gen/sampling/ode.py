@@ -26,7 +26,7 @@ def ode_flow(
     x: Array,
     t0: ArrayLike,
     t1: ArrayLike,
-    solver: diffrax.AbstractSolver = diffrax.Tsit5(),
+    solver: diffrax.AbstractSolver | str = "tsit5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
     num_steps: int | None = None,
@@ -42,7 +42,7 @@ def ode_flow(
     check_time("t1", t1, sde.T)
     if is_concrete(t0) and is_concrete(t1) and float(t0) == float(t1):
         raise ValueError(f"t0 and t1 must differ; both are {float(t0)}")
-    check_ode_solve(solver, rtol, atol, num_steps, max_steps)
+    solver = check_ode_solve(solver, rtol, atol, num_steps, max_steps)
     check_score_fn(score_fn, x.shape, x.dtype)
     t0 = jnp.asarray(t0, x.dtype)
     t1 = jnp.asarray(t1, x.dtype)
@@ -54,7 +54,7 @@ def sample_ode(
     sde: AbstractSDE,
     score_fn: ScoreFn,
     shape: tuple[int, ...],
-    solver: diffrax.AbstractSolver = diffrax.Tsit5(),
+    solver: diffrax.AbstractSolver | str = "tsit5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
     eps: float = 1e-3,
@@ -68,7 +68,7 @@ def sample_ode(
     With `denoise=True` a last Tweedie step returns `E[x_0 | x_eps]` (one more NFE).
     Returns `(x, nfe)`.
     """
-    check_ode_solve(solver, rtol, atol, num_steps, max_steps)
+    solver = check_ode_solve(solver, rtol, atol, num_steps, max_steps)
     shape, x_init = check_sampling(sde, score_fn, shape, eps, x_init)
     if denoise:
         require_linear(sde, "denoise=True")

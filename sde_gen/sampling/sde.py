@@ -32,7 +32,7 @@ def sample_sde(
     sde: AbstractSDE,
     score_fn: ScoreFn,
     shape: tuple[int, ...],
-    solver: diffrax.AbstractSolver = diffrax.Euler(),
+    solver: diffrax.AbstractSolver | str = "euler",
     num_steps: int = 1000,
     eps: float = 1e-3,
     x_init: Array | None = None,
@@ -40,11 +40,12 @@ def sample_sde(
 ) -> tuple[Array, int]:
     """Sample by solving the reverse-time SDE from a prior draw at T down to eps.
 
-    `solver` is a diffrax SDE solver: `Euler()` (Euler-Maruyama), `Heun()`, `EulerHeun()`,
-    or an additive-noise SRK such as `ShARK()` (strong order 1.5 here). With `denoise=True`
+    `solver` is a diffrax SDE solver or its name: `Euler()` / "euler" (Euler-Maruyama),
+    `Heun()`, `EulerHeun()`, or an additive-noise SRK such as `ShARK()` / "shark" (strong
+    order 1.5 here); see `SDE_SOLVERS`. With `denoise=True`
     a last Tweedie step returns `E[x_0 | x_eps]` (one more NFE). Returns `(x, nfe)`.
     """
-    check_sde_solver(solver)
+    solver = check_sde_solver(solver)
     num_steps = check_steps("num_steps", num_steps)
     shape, x_init = check_sampling(sde, score_fn, shape, eps, x_init)
     if denoise:
