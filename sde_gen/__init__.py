@@ -12,6 +12,15 @@ provide exact ones.
 
 from .analytic import AbstractAnalyticDensity, ExactScore, Gaussian, GaussianMixture
 from .likelihood import bits_per_dim, exact_divergence, hutchinson_divergence, log_likelihood
+from .losses import (
+    AbstractTimeSampler,
+    DiscreteTime,
+    ImportanceTime,
+    UniformTime,
+    dsm_loss,
+    likelihood_weighting,
+    sigma2_weighting,
+)
 from .sampling import (
     AbstractCorrector,
     AbstractPredictor,
@@ -37,6 +46,13 @@ from .sde import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbstractTimeSampler",
+    "DiscreteTime",
+    "ImportanceTime",
+    "UniformTime",
+    "dsm_loss",
+    "likelihood_weighting",
+    "sigma2_weighting",
     "AbstractAnalyticDensity",
     "AbstractCorrector",
     "AbstractLinearBetaSDE",
