@@ -1,0 +1,288 @@
+"""Input pipelines: tfds data sources, scikit-learn digits and toy 2-D data, through grain.
+
+Every data set is a random-access source of records `{"x": ..., "label": ...}` fed to one
+grain pipeline: shard over processes, shuffle (seeded), per-record random transforms
+(flip, uniform dequantization, each from grain's per-record RNG), batch, and reshape to
+`(num_devices, batch / num_devices, *shape)` for `pmap`. The iterator's state is a small
+JSON-able dict (`get_state` / `set_state`), saved beside the train state for exact resume.
+
+- Images from tfds (`cifar10`, `mnist`, `fashion_mnist`, `celeba`, `lsun_bedroom`,
+  `lsun_church`) through `tfds.data_source(name, split, data_dir)`: random access over
+  ArrayRecord files, no TensorFlow needed. Images are NHWC.
+- `digits`: scikit-learn's 8x8 digits (17 intensity levels), shipped with the package:
+  the embedded default data set, which needs no download.
+- Toy 2-D data: `gmm` (a ring of eight Gaussians with known density, see
+  `toy_density`), `swiss_roll`, `checkerboard`, generated from a fixed seed.
+
+Images are scaled to `[0, 1]`: `k / (L - 1)` for L intensity levels, or with uniform
+dequantization `(k + u) / L`, u ~ U(0, 1), so that the L bins of width 1/L tile [0, 1]
+(what `bits_per_dim(..., n_bins=L)` assumes). `centered=True` maps to `[-1, 1]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import grain
+import jax
+import numpy as np
+
+from ._checks import check_steps, choose
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSource:
+    """A tfds image data set: its tfds name, native image key and preprocessing."""
+
+    tfds_name: str
+    n_levels: int = 256
+    center_crop: int | None = None  # square crop before resizing (CelebA's faces)
+
+
+IMAGE_DATASETS = {
+    "cifar10": ImageSource("cifar10"),
+    "mnist": ImageSource("mnist"),
+    "fashion_mnist": ImageSource("fashion_mnist"),
+    "celeba": ImageSource("celeb_a", center_crop=140),
+    "lsun_bedroom": ImageSource("lsun/bedroom"),
+    "lsun_church": ImageSource("lsun/church_outdoor"),
+}
+TOY_DATASETS = ("gmm", "swiss_roll", "checkerboard")
+DATASETS = (*IMAGE_DATASETS, "digits", *TOY_DATASETS)
+SPLITS = ("train", "test")
+# Sizes of the generated toy splits and the fixed seeds they are drawn with.
+_TOY_SIZES = {"train": 100_000, "test": 10_000}
+_TOY_SEEDS = {"train": 0, "test": 1}
+DIGITS_LEVELS = 17
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a model and an evaluator need to know about a pipeline's output."""
+
+    name: str
+    shape: tuple[int, ...]  # one example
+    n_levels: int | None  # intensity levels of discrete data; None for continuous toy data
+    data_range: tuple[float, float] | None  # the interval the (dequantized) values tile
+    num_examples: int
+
+
+def toy_density():
+    """The `gmm` toy data's exact density: eight Gaussians on a circle of radius 2."""
+    from .analytic import GaussianMixture
+
+    angles = 2 * math.pi * np.arange(8) / 8
+    means = 2.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return GaussianMixture(means, variances=0.02)
+
+
+def _toy_points(name: str, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if name == "gmm":
+        density = toy_density()
+        return np.asarray(density.sample(jax.random.key(seed), n), np.float32)
+    if name == "swiss_roll":
+        # The 2-D swiss roll of Sohl-Dickstein et al. 2015, scaled to unit-order spread.
+        t = 1.5 * np.pi * (1 + 2 * rng.random(n))
+        points = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) / 5.0
+        return (points + 0.05 * rng.standard_normal((n, 2))).astype(np.float32)
+    # checkerboard: uniform on the black squares of a 4x4 board on [-2, 2]^2.
+    x1 = 4 * rng.random(n) - 2
+    x2 = rng.random(n) - rng.integers(0, 2, n) * 2.0
+    x2 = x2 + (np.floor(x1) % 2)
+    return np.stack([x1, x2], axis=1).astype(np.float32)
+
+
+def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.images))
+    cut = 1500  # 1500 train, 297 test, a fixed random split
+    index = order[:cut] if split == "train" else order[cut:]
+    images = digits.images[index].astype(np.uint8)[..., None]  # (N, 8, 8, 1), values 0..16
+    return images, digits.target[index].astype(np.int64)
+
+
+class _ArraySource(grain.sources.RandomAccessDataSource):
+    """Records `{"x", "label"}` from in-memory arrays."""
+
+    def __init__(self, x: np.ndarray, label: np.ndarray | None = None):
+        self._x = x
+        self._label = np.zeros(len(x), np.int64) if label is None else label
+
+    def __len__(self) -> int:
+        return len(self._x)
+
+    def __getitem__(self, index):
+        return {"x": self._x[index], "label": self._label[index]}
+
+
+class _TfdsImages:
+    """A tfds data source viewed as records `{"x": uint8 HWC, "label"}`."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index):
+        record = self._source[index]
+        return {"x": record["image"], "label": np.asarray(record.get("label", 0), np.int64)}
+
+
+def _open_tfds(spec: ImageSource, split: str, data_dir: str | None):
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir)
+    except Exception as err:  # tfds raises several types for a missing or unprepared set
+        raise FileNotFoundError(
+            f"could not open tfds data set {spec.tfds_name!r} (split {split!r}) in "
+            f"data_dir={data_dir!r}: prepare it first with "
+            f"`tfds build {spec.tfds_name} --data_dir=DIR` on a machine with internet, then set "
+            f"the config's data.data_dir to DIR ({type(err).__name__}: {err})"
+        ) from err
+
+
+def _resize(image: np.ndarray, size: int, crop: int | None) -> np.ndarray:
+    from PIL import Image
+
+    if crop is not None:
+        h, w = image.shape[:2]
+        top, left = (h - crop) // 2, (w - crop) // 2
+        image = image[top : top + crop, left : left + crop]
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    squeeze = image.shape[-1] == 1
+    pil = Image.fromarray(image[..., 0] if squeeze else image)
+    out = np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC))
+    return out[..., None] if squeeze else out
+
+
+def _image_transform(
+    n_levels: int,
+    image_size: int | None,
+    crop: int | None,
+    random_flip: bool,
+    dequantize: bool,
+    centered: bool,
+) -> Callable:
+    def transform(record, rng: np.random.Generator):
+        image = np.asarray(record["x"])
+        if image_size is not None or crop is not None:
+            image = _resize(image, image_size or image.shape[0], crop)
+        if random_flip and rng.random() < 0.5:
+            image = image[:, ::-1]
+        image = image.astype(np.float32)
+        if dequantize:
+            image = (image + rng.random(image.shape, dtype=np.float32)) / n_levels
+        else:
+            image = image / (n_levels - 1)
+        if centered:
+            image = 2.0 * image - 1.0
+        return {"x": image, "label": record["label"]}
+
+    return transform
+
+
+def get_dataset(
+    name: str,
+    split: str,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    random_flip: bool = False,
+    dequantize: bool = False,
+    centered: bool = True,
+    num_epochs: int | None = None,
+    shuffle: bool = True,
+    num_devices: int | None = None,
+    num_threads: int = 2,
+    prefetch: int = 2,
+) -> tuple[grain.DatasetIterator, DataInfo]:
+    """A batched, device-sharded iterator over a data set, and what it yields.
+
+    Args:
+        name: one of `DATASETS`.
+        split: "train" or "test".
+        batch_size: the global batch over all devices of all processes.
+        seed: shuffling and random transforms; the same seed gives the same stream.
+        data_dir: where tfds data sets are prepared (ignored for digits and toy data).
+        image_size: resize images to this square size (CelebA is center-cropped first).
+        random_flip: horizontal flips (training only, as in score_sde).
+        dequantize: uniform dequantization (for likelihood training and evaluation).
+        centered: scale to [-1, 1] instead of [0, 1] (images only).
+        num_epochs: repeat this many times; None repeats forever.
+        shuffle: shuffle each epoch.
+        num_devices: local devices to shard over (default: all local devices).
+        num_threads: threads reading and transforming records.
+        prefetch: batches prepared ahead of the consumer.
+
+    Returns:
+        `(iterator, info)`; each batch is `{"x": (devices, per_device, *shape), "label": ...}`.
+    """
+    choose("data set", name, dict.fromkeys(DATASETS))
+    choose("split", split, dict.fromkeys(SPLITS))
+    batch_size = check_steps("batch_size", batch_size)
+    num_devices = jax.local_device_count() if num_devices is None else num_devices
+    num_devices = check_steps("num_devices", num_devices)
+    shards = num_devices * jax.process_count()
+    if batch_size % shards:
+        raise ValueError(
+            f"batch_size {batch_size} must be divisible by the number of devices "
+            f"({num_devices} local x {jax.process_count()} processes = {shards})"
+        )
+    if num_epochs is not None:
+        num_epochs = check_steps("num_epochs", num_epochs)
+
+    if name in IMAGE_DATASETS:
+        spec = IMAGE_DATASETS[name]
+        source = _TfdsImages(_open_tfds(spec, split, data_dir))
+        n_levels, crop = spec.n_levels, spec.center_crop
+    elif name == "digits":
+        source = _ArraySource(*_digits(split))
+        n_levels, crop = DIGITS_LEVELS, None
+    else:
+        source = _ArraySource(_toy_points(name, _TOY_SIZES[split], _TOY_SEEDS[split]))
+        n_levels, crop = None, None
+    if len(source) < batch_size:
+        raise ValueError(
+            f"data set {name!r} split {split!r} has {len(source)} examples, fewer than "
+            f"batch_size {batch_size}"
+        )
+
+    ds = grain.MapDataset.source(source)
+    ds = ds[jax.process_index() :: jax.process_count()]
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs)
+    if n_levels is not None:
+        transform = _image_transform(n_levels, image_size, crop, random_flip, dequantize, centered)
+        ds = ds.random_map(transform, seed=seed + 1)
+    per_process = batch_size // jax.process_count()
+    ds = ds.batch(per_process, drop_remainder=True)
+    ds = ds.map(lambda batch: _shard(batch, num_devices))
+
+    example = ds[0]["x"]
+    if n_levels is None:
+        data_range = None
+    else:
+        data_range = (-1.0, 1.0) if centered else (0.0, 1.0)
+    info = DataInfo(name, tuple(example.shape[2:]), n_levels, data_range, len(source))
+    read = grain.ReadOptions(
+        num_threads=check_steps("num_threads", num_threads),
+        prefetch_buffer_size=check_steps("prefetch", prefetch),
+    )
+    return iter(ds.to_iter_dataset(read)), info
+
+
+def _shard(batch: dict, num_devices: int) -> dict:
+    return {
+        k: v.reshape(num_devices, v.shape[0] // num_devices, *v.shape[1:]) for k, v in batch.items()
+    }
