@@ -33,7 +33,7 @@ from .sampling import (
     sample_pc,
     sample_sde,
 )
-from .score import ScoreFn
+from .score import ModelScore, ScoreFn
 from .sde import (
     VESDE,
     VPSDE,
@@ -65,6 +65,7 @@ __all__ = [
     "Gaussian",
     "GaussianMixture",
     "LangevinCorrector",
+    "ModelScore",
     "ReverseDiffusion",
     "ReverseSDE",
     "ScoreFn",

@@ -29,7 +29,8 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import check_score_fn, check_steps, check_time, check_x, choose
 from .sampling._diffrax import check_ode_solve, ode_nfe, step_control
-from .sde import AbstractSDE, ScoreFn, _sum_event
+from .score import ScoreFn
+from .sde import AbstractSDE, _sum_event
 
 Field = Callable[[Array], Array]
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
@@ -37,7 +38,9 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import check_positive
-from .score import ScoreFn
+
+if TYPE_CHECKING:
+    from .score import ScoreFn
 
 # Gauss-Legendre rule on [-1, 1] for the numerical marginal of a user's linear SDE: exact
 # for polynomials of degree < 96, ample for smooth schedule coefficients.

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
 from .._checks import check_positive, check_steps, choose
-from ..sde import AbstractSDE, ScoreFn, batch_times
+from ..score import ScoreFn
+from ..sde import AbstractSDE, batch_times
 from .predictors import require_linear
 
 

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .._checks import check_sampling, check_score_fn, check_time, check_x, is_concrete
-from ..sde import AbstractSDE, ScoreFn, batch_times
+from ..score import ScoreFn
+from ..sde import AbstractSDE, batch_times
 from ._diffrax import check_ode_solve, ode_nfe, step_control
 from .predictors import require_linear
 

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
 from .._checks import check_sampling, check_steps
-from ..sde import AbstractSDE, ScoreFn
+from ..score import ScoreFn
+from ..sde import AbstractSDE
 from .correctors import AbstractCorrector, get_corrector
 from .predictors import AbstractPredictor, get_predictor
 

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
 from .._checks import choose
-from ..sde import AbstractLinearSDE, AbstractSDE, ScoreFn, batch_broadcast, batch_times
+from ..score import ScoreFn
+from ..sde import AbstractLinearSDE, AbstractSDE, batch_broadcast, batch_times
 
 
 def require_linear(sde: AbstractSDE, what: str) -> AbstractLinearSDE:

@@ -21,7 +21,8 @@ import lineax as lx
 from jaxtyping import Array, PRNGKeyArray
 
 from .._checks import check_sampling, check_steps
-from ..sde import AbstractSDE, ScoreFn
+from ..score import ScoreFn
+from ..sde import AbstractSDE
 from ._diffrax import brownian_levy_area, check_sde_solver, sde_nfe
 from .ode import _tweedie
 from .predictors import require_linear
