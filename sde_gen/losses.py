@@ -115,7 +115,7 @@ def dsm_loss(
     """Per-example weighted denoising score matching losses, shape `(B,)`.
 
     Args:
-        key: draws the times and the noise.
+        key: draws the times and the noise; a scalar key, or one key per example `(B,)`.
         sde: a linear SDE (its Gaussian perturbation kernel is the target).
         score_fn: `score_fn(x, t)`, shaped like x.
         x0: clean data `(B, *dims)`.
@@ -126,6 +126,10 @@ def dsm_loss(
         eps: smallest time for samplers given by name.
     """
     x0 = check_x("x0", x0)
+    if key.shape not in ((), (x0.shape[0],)):
+        raise ValueError(
+            f"key must be one key or one per example ({x0.shape[0]},); got {key.shape}"
+        )
     if not callable(weighting):
         weighting = choose("weighting", weighting, WEIGHTINGS)
     if not isinstance(time_sampler, AbstractTimeSampler):
@@ -135,12 +139,26 @@ def dsm_loss(
     return _dsm_loss(key, sde, score_fn, x0, weighting, time_sampler, reduce_mean)
 
 
+def _draw(key, sde, time_sampler, x0):
+    """Times, weights and noise for the batch: from one key, or one key per example (then
+    each example's draws depend on its own key alone, whatever the batch is split into)."""
+    if key.shape == ():
+        t_key, z_key = jax.random.split(key)
+        t, w = time_sampler(t_key, sde, x0.shape[0])
+        return t, w, jax.random.normal(z_key, x0.shape, x0.dtype)
+
+    def one(example_key):
+        t_key, z_key = jax.random.split(example_key)
+        t, w = time_sampler(t_key, sde, 1)
+        return t[0], w[0], jax.random.normal(z_key, x0.shape[1:], x0.dtype)
+
+    return jax.vmap(one)(key)
+
+
 def _dsm_loss(key, sde, score_fn, x0, weighting, time_sampler, reduce_mean):
-    t_key, z_key = jax.random.split(key)
-    t, w = time_sampler(t_key, sde, x0.shape[0])
+    t, w, z = _draw(key, sde, time_sampler, x0)
     t, w = t.astype(x0.dtype), w.astype(x0.dtype)
     a, std = sde.marginal(t)
-    z = jax.random.normal(z_key, x0.shape, x0.dtype)
     xt = batch_broadcast(a, x0) * x0 + batch_broadcast(std, x0) * z
     residual = (batch_broadcast(std, x0) * score_fn(xt, t) + z) ** 2
     residual = residual.reshape(x0.shape[0], -1)
