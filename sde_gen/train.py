@@ -5,10 +5,11 @@ One pure function, `train_step(state, batch, key)`, `jax.pmap`-ed over local dev
 with `lax.pmean`, an optax update, and an EMA of the parameters.
 
 Randomness is keyed by `(step, global example index)`: example i of the global batch
-draws from `fold_in(split(fold_in(key, step))[0], i)`. Each example's time and noise therefore do not depend
-on how the batch is split over devices, so a step on 8 devices equals the same global
-batch on one, and a resumed run repeats the uninterrupted one. (Dropout, where a model
-has it, draws per device, from `fold_in(split(fold_in(key, step))[1], device index)`.)
+draws from `fold_in(split(fold_in(key, step))[0], i)`. Each example's time and noise
+therefore do not depend on how the batch is split over devices, so a step on 8 devices
+equals the same global batch on one, and a resumed run repeats the uninterrupted one.
+(Dropout, where a model has it, draws per device:
+`fold_in(split(fold_in(key, step))[1], device index)`.)
 """
 
 from __future__ import annotations
