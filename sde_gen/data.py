@@ -262,19 +262,20 @@ def get_dataset(
     if shuffle:
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)
+    shape = tuple(np.shape(source[0]["x"]))
     if n_levels is not None:
         transform = _image_transform(n_levels, image_size, crop, random_flip, dequantize, centered)
         ds = ds.random_map(transform, seed=seed + 1)
+        shape = transform(source[0], np.random.default_rng(0))["x"].shape
     per_process = batch_size // jax.process_count()
     ds = ds.batch(per_process, drop_remainder=True)
     ds = ds.map(lambda batch: _shard(batch, num_devices))
 
-    example = ds[0]["x"]
     if n_levels is None:
         data_range = None
     else:
         data_range = (-1.0, 1.0) if centered else (0.0, 1.0)
-    info = DataInfo(name, tuple(example.shape[2:]), n_levels, data_range, len(source))
+    info = DataInfo(name, tuple(shape), n_levels, data_range, len(source))
     read = grain.ReadOptions(
         num_threads=check_steps("num_threads", num_threads),
         prefetch_buffer_size=check_steps("prefetch", prefetch),
