@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import check_score_fn, check_steps, check_time, check_x, choose
-from .sampling._diffrax import check_ode_solve, ode_nfe, step_control
+from .sampling._diffrax import check_ode_solve, solve_endpoint
 from .score import ScoreFn
 from .sde import AbstractSDE, _sum_event
 
@@ -134,19 +134,18 @@ def _log_likelihood(
         y, _ = state
         return divergence_fn(lambda z: drift(z, t), y, e)
 
-    t1 = jnp.asarray(sde.T, x.dtype)
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
+    (z, delta), nfe = solve_endpoint(
+        vector_field,
         solver,
         eps,
-        t1,
-        None,
+        jnp.asarray(sde.T, x.dtype),
         (x, jnp.zeros((x.shape[0],), x.dtype)),
-        saveat=diffrax.SaveAt(t1=True),
-        **step_control(eps, t1, num_steps, rtol, atol, max_steps),
+        num_steps,
+        rtol,
+        atol,
+        max_steps,
     )
-    z, delta = sol.ys[0][0], sol.ys[1][0]
-    return sde.prior_logp(z) + delta, z, ode_nfe(solver, sol.stats["num_steps"])
+    return sde.prior_logp(z) + delta, z, nfe
 
 
 def bits_per_dim(

@@ -10,6 +10,7 @@ it does not skip.
 from __future__ import annotations
 
 import diffrax
+import jax
 import jax.numpy as jnp
 
 from .._checks import check_positive, check_steps, choose
@@ -79,17 +80,30 @@ def check_ode_solve(solver, rtol, atol, num_steps, max_steps):
     return solver
 
 
-def step_control(t0, t1, num_steps: int | None, rtol: float, atol: float, max_steps: int):
-    """diffeqsolve's step settings: `num_steps` uniform steps from t0 to t1, or adaptive
-    steps under `PIDController(rtol, atol)` with at most `max_steps`."""
+def solve_endpoint(field, solver, t0, t1, y0, num_steps, rtol, atol, max_steps):
+    """Solve `dy/dt = field(t, y)` from t0 to t1 and return `(y(t1), nfe)`.
+
+    Steps are `num_steps` uniform ones, or adaptive under `PIDController(rtol, atol)` with
+    at most `max_steps`; the NFE follows from the steps taken and the solver's tableau.
+    """
     if num_steps is None:
-        return dict(
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps
-        )
-    return dict(
-        stepsize_controller=diffrax.StepTo(ts=jnp.linspace(t0, t1, num_steps + 1)),
-        max_steps=num_steps,
+        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    else:
+        controller = diffrax.StepTo(ts=jnp.linspace(t0, t1, num_steps + 1))
+        max_steps = num_steps
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        solver,
+        t0,
+        t1,
+        None,
+        y0,
+        saveat=diffrax.SaveAt(t1=True),
+        stepsize_controller=controller,
+        max_steps=max_steps,
     )
+    y1 = jax.tree_util.tree_map(lambda leaf: leaf[0], sol.ys)
+    return y1, ode_nfe(solver, sol.stats["num_steps"])
 
 
 def ode_nfe(solver, num_steps):

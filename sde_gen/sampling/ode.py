@@ -17,7 +17,7 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray
 from .._checks import check_sampling, check_score_fn, check_time, check_x, is_concrete
 from ..score import ScoreFn
 from ..sde import AbstractSDE, batch_times
-from ._diffrax import check_ode_solve, ode_nfe, step_control
+from ._diffrax import check_ode_solve, solve_endpoint
 from .predictors import require_linear
 
 
@@ -99,15 +99,6 @@ def _tweedie(sde, score_fn, x, t):
 @eqx.filter_jit
 def _ode_flow(sde, score_fn, x, t0, t1, solver, rtol, atol, num_steps, max_steps):
     drift = sde.reverse(score_fn, probability_flow=True).drift
-    term = diffrax.ODETerm(lambda t, y, args: drift(y, t))
-    sol = diffrax.diffeqsolve(
-        term,
-        solver,
-        t0,
-        t1,
-        None,
-        x,
-        saveat=diffrax.SaveAt(t1=True),
-        **step_control(t0, t1, num_steps, rtol, atol, max_steps),
+    return solve_endpoint(
+        lambda t, y, args: drift(y, t), solver, t0, t1, x, num_steps, rtol, atol, max_steps
     )
-    return sol.ys[0], ode_nfe(solver, sol.stats["num_steps"])
