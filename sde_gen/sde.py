@@ -254,6 +254,13 @@ class AbstractLinearBetaSDE(AbstractLinearSDE):
     def integrated_beta(self, t: ArrayLike) -> Array:
         return linear_beta_integral(self.beta_min, self.beta_max, t)
 
+    def inverse_integrated_beta(self, b: ArrayLike) -> Array:
+        """The t with `B(t) = b`: the positive root of `beta_min t + slope t^2 / 2 = b`,
+        written without cancellation (also for a constant schedule, slope = 0)."""
+        b = jnp.asarray(b)
+        slope = self.beta_max - self.beta_min
+        return 2 * b / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2 * slope * b))
+
     def drift_coeff(self, t):
         return -0.5 * self.beta(t)
 
@@ -285,8 +292,7 @@ class VPSDE(AbstractLinearBetaSDE):
         lo, hi = log_em1(self.integrated_beta(eps)), log_em1(self.integrated_beta(self.T))
         level = lo + jnp.asarray(u) * (hi - lo)
         b = jax.nn.softplus(level)  # log(1 + e^level) solves log(e^b - 1) = level
-        slope = self.beta_max - self.beta_min
-        t = 2 * b / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2 * slope * b))
+        t = self.inverse_integrated_beta(b)
         density = self.beta(t) / -jnp.expm1(-self.integrated_beta(t)) / (hi - lo)
         return t, density
 

@@ -46,6 +46,14 @@ def test_closed_form_constants_match_papers_table():
     assert float(vp.prior_std()) == 1.0 and float(ve.prior_std()) == 50.0
 
 
+@pytest.mark.parametrize(
+    "sde", [sg.VPSDE(), sg.SubVPSDE(beta_min=0.5, beta_max=3.0), sg.VPSDE(10.0, 10.0)]
+)
+def test_inverse_integrated_beta_inverts_b(sde):
+    t = jnp.asarray([1e-5, 1e-3, 0.2, 0.7, 1.0])
+    np.testing.assert_allclose(sde.inverse_integrated_beta(sde.integrated_beta(t)), t, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", list(ALL_SDES))
 def test_transition_composes_with_marginals(name):
     sde = ALL_SDES[name]
