@@ -37,6 +37,7 @@ from .score import ModelScore, ScoreFn
 from .sde import (
     VESDE,
     VPSDE,
+    AbstractLinearBetaSDE,
     AbstractLinearSDE,
     AbstractSDE,
     ReverseSDE,

@@ -2,22 +2,50 @@
 
 Every model is called as `model.apply(variables, x, labels, train=...)` and returns an
 array shaped like x; `sde_gen.ModelScore` turns it into a score function.
+
+- `mlp`: a residual MLP for low-dimensional (toy) data;
+- `ncsnpp`: NCSN++ (score_sde's VE model), every score_sde option;
+- `ddpmpp`: DDPM++ (score_sde's VP / sub-VP model), the same network with DDPM++ defaults.
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
+import numpy as np
 
 from .._checks import choose
-from .layers import timestep_embedding
+from .ddpmpp import DDPMpp
+from .layers import GaussianFourierProjection, timestep_embedding
 from .mlp import MLP
+from .ncsnpp import NCSNpp
 
-MODELS = {"mlp": MLP}
+MODELS = {"mlp": MLP, "ncsnpp": NCSNpp, "ddpmpp": DDPMpp}
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
     """The model called `name` in `MODELS`, built with `kwargs`."""
-    return choose("model", name, MODELS)(**kwargs)
+    cls = choose("model", name, MODELS)
+    unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__) - {"parent", "name"})
+    if unknown:
+        options = ", ".join(f for f in cls.__dataclass_fields__ if f not in ("parent", "name"))
+        raise ValueError(f"unknown option(s) {unknown} for model '{name}'; choose from {options}")
+    return cls(**kwargs)
 
 
-__all__ = ["MLP", "MODELS", "get_model", "timestep_embedding"]
+def count_params(variables) -> int:
+    """The number of trainable parameters in a variables dict (or a bare params tree)."""
+    params = variables.get("params", variables) if isinstance(variables, dict) else variables
+    return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+__all__ = [
+    "MLP",
+    "MODELS",
+    "DDPMpp",
+    "GaussianFourierProjection",
+    "NCSNpp",
+    "count_params",
+    "get_model",
+    "timestep_embedding",
+]
