@@ -14,16 +14,22 @@ equals the same global batch on one, and a resumed run repeats the uninterrupted
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from typing import Any
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from absl import logging
 
 from ._checks import check_positive, check_steps
 from .losses import AbstractTimeSampler, Weighting, _dsm_loss
+from .models import count_params
 from .score import ModelScore
 from .sde import AbstractLinearSDE
 
@@ -45,16 +51,20 @@ def make_optimizer(
     grad_clip: float | None = 1.0,
     beta1: float = 0.9,
     eps: float = 1e-8,
+    weight_decay: float | None = None,
 ) -> optax.GradientTransformation:
     """score_sde's optimizer: gradient clipping by global norm, then Adam with a linear
-    learning-rate warm-up over `warmup` steps (none if 0)."""
+    learning-rate warm-up over `warmup` steps (none if 0); AdamW if `weight_decay` is given."""
     check_positive("make_optimizer", lr=lr, eps=eps)
     if warmup:
         check_steps("warmup", warmup)
         schedule = optax.linear_schedule(0.0, lr, warmup)
     else:
         schedule = lr
-    adam = optax.adam(schedule, b1=beta1, eps=eps)
+    if weight_decay is None:
+        adam = optax.adam(schedule, b1=beta1, eps=eps)
+    else:
+        adam = optax.adamw(schedule, b1=beta1, eps=eps, weight_decay=weight_decay)
     if grad_clip is None:
         return adam
     check_positive("make_optimizer", grad_clip=grad_clip)
@@ -78,6 +88,7 @@ def make_train_step(
     time_sampler: AbstractTimeSampler,
     reduce_mean: bool = True,
     ema_decay: float = 0.9999,
+    ema_warmup: bool = False,
     output: str = "noise",
     time_input: str = "t",
     time_scale: float = 999.0,
@@ -112,7 +123,11 @@ def make_train_step(
         loss = jax.lax.pmean(loss, AXIS)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+        decay = jnp.asarray(ema_decay, jnp.float32)
+        if ema_warmup:
+            n = state.step.astype(jnp.float32)
+            decay = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+        ema = optax.incremental_update(params, state.ema_params, 1.0 - decay)
         new_state = state.replace(
             step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state
         )
@@ -138,3 +153,290 @@ def replicate(tree, devices=None):
 def unreplicate(tree):
     """The first device's copy of a replicated pytree."""
     return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+# --- The training loop -----------------------------------------------------------------------
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a non-finite loss or gradient; no checkpoint was written after it."""
+
+
+SNAPSHOTS, PREEMPTION = "checkpoints", "checkpoints-meta"
+
+
+class Checkpoints:
+    """Two orbax `CheckpointManager`s in the workdir, as in score_sde: `checkpoints/` keeps
+    the last `max_to_keep` snapshots, `checkpoints-meta/` only the latest frequent
+    preemption checkpoint. Each step directory holds the train state (`state`) and the data
+    iterator's position (`data`); orbax writes to a temporary directory and renames it when
+    complete, so a killed save leaves no half checkpoint behind."""
+
+    def __init__(self, workdir: str, max_to_keep: int):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        make = lambda sub, keep: ocp.CheckpointManager(
+            os.path.join(os.path.abspath(workdir), sub),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+        self.snapshots = make(SNAPSHOTS, max_to_keep)
+        self.preemption = make(PREEMPTION, 1)
+
+    def latest_step(self) -> int | None:
+        steps = [m.latest_step() for m in (self.snapshots, self.preemption)]
+        steps = [s for s in steps if s is not None]
+        return max(steps) if steps else None
+
+    def save(self, which: str, step: int, state: TrainState, data_state: dict) -> None:
+        ocp = self._ocp
+        manager = self.snapshots if which == SNAPSHOTS else self.preemption
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(jax.device_get(state)),
+            data=ocp.args.JsonSave(data_state),
+        )
+        manager.save(step, args=args, force=True)
+
+    def restore(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict]:
+        ocp = self._ocp
+        for manager in (self.snapshots, self.preemption):
+            if step in manager.all_steps():
+                restored = manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=ocp.args.JsonRestore(),
+                    ),
+                )
+                # host arrays: the restored ones are committed to one device, which pmap
+                # would refuse to re-shard
+                return jax.device_get(restored["state"]), restored["data"]
+        raise FileNotFoundError(f"no checkpoint for step {step}")
+
+    def wait(self) -> None:
+        self.snapshots.wait_until_finished()
+        self.preemption.wait_until_finished()
+
+    def close(self) -> None:
+        self.snapshots.close()
+        self.preemption.close()
+
+
+class MetricsWriter:
+    """Metrics as JSON lines (`metrics.jsonl`) and TensorBoard events (`tensorboard/`).
+
+    On resume from step s, lines after s (written before a crash, then replayed) are dropped
+    so that the file holds each step once."""
+
+    def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if not enabled:
+            return
+        if os.path.exists(self.path):
+            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+            with open(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:  # optional: JSON lines are always written
+            SummaryWriter = None
+        if SummaryWriter is not None:
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        values = {k: float(v) for k, v in metrics.items()}
+        values = {k: v if np.isfinite(v) else None for k, v in values.items()}  # JSON null
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": int(step), **values}) + "\n")
+        if self._tb is not None:
+            for k, v in values.items():
+                if v is not None:
+                    self._tb.add_scalar(f"train/{k}", v, int(step))
+
+    def image(self, step: int, tag: str, image) -> None:
+        if self.enabled and self._tb is not None:
+            self._tb.add_image(tag, image, int(step), dataformats="HWC")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The records of a `metrics.jsonl` file."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _format_seconds(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def train_and_evaluate(config, workdir: str) -> TrainState:
+    """Train the experiment `config` in `workdir`, resuming from its latest checkpoint.
+
+    Writes `config.json`, `checkpoints/` and `checkpoints-meta/` (orbax), `metrics.jsonl`,
+    `tensorboard/`, `loss.png` and sample grids `samples/step_<n>.png` (from the EMA
+    parameters, `training.snapshot_sampling`). Logs a progress line every
+    `training.log_freq` steps. A non-finite loss raises `NonFiniteLossError` and leaves the
+    last good checkpoint as the latest. Returns the final (host) train state.
+    """
+    from . import build
+
+    if config.get("distributed", False) and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+    build.check_config(config)
+    training = config.training
+    is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    sde = build.get_sde(config)
+    model = build.get_model(config)
+    optimizer = build.get_optimizer(config)
+    loss = build.get_loss(config)
+    train_it, info = build.get_dataset(config, "train", training.batch_size)
+    sampler = build.get_sampler(config, sde) if training.snapshot_sampling else None
+
+    key = jax.random.key(int(config.seed))
+    init_key, train_key, sample_key = jax.random.split(key, 3)
+    x_example = jnp.zeros((1, *info.shape), jnp.float32)
+    state = init_state(init_key, model, optimizer, x_example)
+    n_params = count_params(state.params)
+    logging.info("model %s: %s parameters", config.model.name, f"{n_params:,}")
+
+    checkpoints = Checkpoints(workdir, int(training.max_to_keep))
+    start = checkpoints.latest_step() or 0
+    if start:
+        state, data_state = checkpoints.restore(start, state)
+        train_it.set_state(data_state)
+        logging.info("resumed from step %d in %s", start, workdir)
+    writer = MetricsWriter(workdir, start, enabled=is_main)
+
+    step_fn = make_train_step(
+        sde, model, optimizer,
+        weighting=loss.weighting, time_sampler=loss.time_sampler,
+        reduce_mean=loss.reduce_mean, ema_decay=float(config.model.ema_rate),
+        ema_warmup=bool(config.model.get("ema_warmup", False)),
+        output=config.model.output, time_input=config.model.time_input,
+        time_scale=float(config.model.get("time_scale", 999.0)),
+    )  # fmt: skip
+    p_step = pmap_train_step(step_fn)
+    p_state = replicate(state)
+    all_finite = jax.jit(
+        lambda ok, m: ok & jnp.isfinite(m["loss"][0]) & jnp.isfinite(m["grad_norm"][0])
+    )
+    ok = jnp.asarray(True)
+    last_good = start
+
+    def check_finite(step):
+        if not bool(ok):
+            checkpoints.wait()
+            checkpoints.close()
+            writer.close()
+            where = f"step {last_good} in {workdir}" if last_good else "none was written"
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient between steps {last_good + 1} and {step}; stopped "
+                f"without saving. The last good checkpoint is kept ({where}). Try a lower "
+                f"optim.lr (now {config.optim.lr}), optim.grad_clip, or a larger training.eps."
+            )
+
+    n_iters = int(training.n_iters)
+    pending, t_log, step_log = [], time.perf_counter(), start
+    for step in range(start + 1, n_iters + 1):
+        batch = next(train_it)
+        p_state, metrics = p_step(p_state, batch["x"], train_key)
+        ok = all_finite(ok, metrics)
+        pending.append(metrics)
+        if step == start + 1:  # the rate and ETA leave out compilation
+            jax.block_until_ready(metrics)
+            t_log, step_log = time.perf_counter(), step
+
+        if step % training.log_freq == 0 or step == n_iters:
+            check_finite(step)
+            means = {k: float(jnp.mean(jnp.stack([m[k][0] for m in pending]))) for k in pending[0]}
+            now = time.perf_counter()
+            rate = (step - step_log) / (now - t_log) if step > step_log else float("nan")
+            logging.info(
+                "step %d/%d  loss %.5f  grad_norm %.3f  %.2f steps/s  %.0f examples/s  ETA %s",
+                step, n_iters, means["loss"], means["grad_norm"], rate,
+                rate * training.batch_size, _format_seconds((n_iters - step) / rate),
+            )  # fmt: skip
+            writer.write(step, {**means, "steps_per_sec": rate})
+            pending, t_log, step_log = [], time.perf_counter(), step
+
+        snapshot = step % training.snapshot_freq == 0 or step == n_iters
+        preempt = step % training.snapshot_freq_for_preemption == 0
+        if snapshot or preempt:
+            check_finite(step)
+            host_state = unreplicate(p_state)
+            data_state = train_it.get_state()
+            checkpoints.save(SNAPSHOTS if snapshot else PREEMPTION, step, host_state, data_state)
+            last_good = step
+        if snapshot and is_main:
+            _save_loss_curve(workdir, writer.path)
+            if sampler is not None:
+                sample_key_n = jax.random.fold_in(sample_key, step)
+                _snapshot_samples(
+                    config, workdir, step, sde, model, host_state.ema_params, sampler,
+                    sample_key_n, info, writer,
+                )  # fmt: skip
+            t_log = time.perf_counter()  # sampling time is not training rate
+
+    checkpoints.wait()
+    checkpoints.close()
+    writer.close()
+    return jax.device_get(unreplicate(p_state))
+
+
+def _save_loss_curve(workdir: str, metrics_path: str) -> None:
+    from .plotting import save_curve
+
+    if not os.path.exists(metrics_path):
+        return
+    records = read_metrics(metrics_path)
+    if len(records) >= 2:
+        steps = [r["step"] for r in records]
+        losses = [r["loss"] for r in records]
+        save_curve(os.path.join(workdir, "loss.png"), steps, {"training loss": losses})
+
+
+def _snapshot_samples(config, workdir, step, sde, model, ema_params, sampler, key, info, writer):
+    """Samples from the EMA parameters: `samples/step_<n>.npz` and a PNG grid (images) or
+    scatter plot over the data (2-D points)."""
+    from . import build, plotting
+
+    n = int(config.training.get("snapshot_samples", 64))
+    score_fn = build.get_score_fn(config, model, ema_params, sde)
+    t0 = time.perf_counter()
+    x, nfe = sampler(key, score_fn, (n, *info.shape))
+    x = np.asarray(x)
+    path = os.path.join(workdir, "samples", f"step_{step}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path + ".npz", samples=x)
+    if x.ndim == 4:
+        low, high = info.data_range
+        plotting.save_image_grid(path + ".png", x, (low, high), scale=max(1, 64 // x.shape[1]))
+        writer.image(step, "samples", plotting.image_grid(x, (low, high)))
+    else:
+        reference = None
+        if info.name == "gmm":
+            from .data import toy_density
+
+            reference = np.asarray(toy_density().sample(jax.random.key(0), 2000))
+        plotting.save_scatter(path + ".png", x, reference, title=f"step {step}")
+    logging.info(
+        "step %d: %d samples (%s NFE) in %.1fs -> %s.png", step, n, int(nfe),
+        time.perf_counter() - t0, path,
+    )  # fmt: skip

@@ -9,13 +9,14 @@ import sde_gen as sg
 from sde_gen import data, models, train
 
 
-def _setup(ema_decay=0.99):
+def _setup(ema_decay=0.99, ema_warmup=False):
     sde = sg.VPSDE()
     model = models.get_model("mlp", hidden=32, num_layers=2, embed_dim=16)
     optimizer = train.make_optimizer(lr=1e-2, warmup=0, grad_clip=1.0)
     step = train.make_train_step(
         sde, model, optimizer, weighting=sg.likelihood_weighting,
         time_sampler=sg.ImportanceTime(eps=1e-5), ema_decay=ema_decay,
+        ema_warmup=ema_warmup,
     )  # fmt: skip
     it, _ = data.get_dataset("gmm", "train", 16, num_devices=1)
     batches = [jnp.asarray(next(it)["x"][0]) for _ in range(2)]
@@ -60,6 +61,20 @@ def test_ema_is_the_exponential_average_of_parameters():
         jax.tree_util.tree_leaves(new_state.ema_params), jax.tree_util.tree_leaves(expected)
     ):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_ema_warmup_follows_the_num_updates_rule():
+    """With warm-up the decay after n steps is min(rate, (1 + n) / (10 + n)): 0.1 at n = 0,
+    then 2/11; the initial parameters keep weight 0.1 * 2/11 after two steps."""
+    step, state, batches = _setup(ema_decay=0.999, ema_warmup=True)
+    one, _ = _run(step, state, batches[:1], jax.local_devices()[:1])
+    two, _ = _run(step, state, batches[:2], jax.local_devices()[:1])
+    expected = jax.tree_util.tree_map(
+        lambda p0, p1, p2: (2 / 11) * (0.1 * p0 + 0.9 * p1) + (9 / 11) * p2,
+        state.params, one.params, two.params,
+    )  # fmt: skip
+    for a, b in zip(jax.tree_util.tree_leaves(two.ema_params), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_warmup_scales_the_first_updates_linearly():

@@ -1,0 +1,82 @@
+"""Defaults shared by the CIFAR-10 experiments: score_sde's `default_cifar10_configs.py`
+(Song et al. 2021, App. H) with this library's names. Not an experiment by itself: the
+experiment files set `training.sde` and the model.
+"""
+
+import ml_collections
+
+
+def get_default_configs() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    config.training = training = ml_collections.ConfigDict()
+    training.sde = "vpsde"  # vpsde | subvpsde | vesde
+    training.batch_size = 128  # global, over all devices
+    training.n_iters = 1_300_001
+    training.snapshot_freq = 50_000  # kept checkpoints, sample grids, loss curve
+    training.snapshot_freq_for_preemption = 10_000  # frequent checkpoint, only the latest kept
+    training.max_to_keep = 30  # snapshots kept in checkpoints/
+    training.log_freq = 50
+    training.snapshot_sampling = True
+    training.snapshot_samples = 64
+    training.likelihood_weighting = False
+    training.importance_sampling = False
+    training.continuous = True
+    training.reduce_mean = False
+    training.eps = 1e-5  # smallest training time
+
+    config.sampling = sampling = ml_collections.ConfigDict()
+    sampling.method = "pc"  # pc | ode | sde
+    sampling.predictor = "euler_maruyama"  # euler_maruyama | reverse_diffusion | ancestral | none
+    sampling.corrector = "none"  # langevin | none
+    sampling.n_steps_each = 1
+    sampling.noise_removal = True
+    sampling.snr = 0.16
+    sampling.num_steps = 0  # 0: model.num_scales
+    sampling.eps = 1e-3
+    sampling.ode_solver = "tsit5"
+    sampling.rtol = 1e-5
+    sampling.atol = 1e-5
+    sampling.sde_solver = "euler"
+
+    config.eval = evaluate = ml_collections.ConfigDict()
+    evaluate.batch_size = 1024
+    evaluate.num_samples = 50_000
+    evaluate.enable_sampling = True
+    evaluate.enable_bpd = False
+    evaluate.bpd_dataset = "test"
+
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = "cifar10"
+    data.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
+    data.image_size = 32
+    data.random_flip = True
+    data.centered = False
+    data.uniform_dequantization = False
+    data.num_channels = 3
+
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "ddpmpp"
+    model.output = "noise"  # what the network predicts: noise | score | x0
+    model.time_input = "t"  # the network sees time_scale * t (t) or the noise std (std)
+    model.sigma_min = 0.01
+    model.sigma_max = 50.0
+    model.num_scales = 1000
+    model.beta_min = 0.1
+    model.beta_max = 20.0
+    model.dropout = 0.1
+    model.ema_rate = 0.9999
+    model.ema_warmup = False  # True: decay min(ema_rate, (1 + n) / (10 + n)) for short runs
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "Adam"  # Adam | AdamW
+    optim.weight_decay = 0.0
+    optim.lr = 2e-4
+    optim.beta1 = 0.9
+    optim.eps = 1e-8
+    optim.warmup = 5000
+    optim.grad_clip = 1.0
+
+    config.seed = 42
+    config.distributed = False  # jax.distributed.initialize() for multi-host runs
+    return config

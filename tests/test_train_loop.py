@@ -1,0 +1,227 @@
+"""The training loop end to end: configs, checkpoints, exact resume, non-finite losses,
+the tfds pipeline and a toy run checked against the data's exact mixture."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from sde_gen import build, data, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name):
+    module = __import__(f"configs.{name}", fromlist=["get_config"])
+    return module.get_config()
+
+
+def tiny_toy_config(n_iters=12):
+    config = load_config("toy_2d")
+    t = config.training
+    t.batch_size, t.n_iters, t.log_freq = 16, n_iters, 2
+    t.snapshot_freq, t.snapshot_freq_for_preemption = 8, 3
+    t.snapshot_sampling = False
+    config.model.hidden, config.model.num_layers, config.model.embed_dim = 16, 1, 8
+    config.optim.warmup = 2
+    return config
+
+
+def leaves_equal(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path):
+    straight = train.train_and_evaluate(tiny_toy_config(12), str(tmp_path / "a"))
+    train.train_and_evaluate(tiny_toy_config(7), str(tmp_path / "b"))  # ends between saves
+    resumed = train.train_and_evaluate(tiny_toy_config(12), str(tmp_path / "b"))
+    assert int(straight.step) == int(resumed.step) == 12
+    leaves_equal(straight.params, resumed.params)
+    leaves_equal(straight.ema_params, resumed.ema_params)
+    leaves_equal(straight.opt_state, resumed.opt_state)
+    metrics_a = train.read_metrics(str(tmp_path / "a" / "metrics.jsonl"))
+    metrics_b = train.read_metrics(str(tmp_path / "b" / "metrics.jsonl"))
+    assert [m["step"] for m in metrics_a] == list(range(2, 13, 2))
+    assert [m["step"] for m in metrics_b] == [2, 4, 6, 7, 8, 10, 12]  # + the stop at 7
+    loss_a = {m["step"]: m["loss"] for m in metrics_a}
+    loss_b = {m["step"]: m["loss"] for m in metrics_b}
+    for step in (2, 4, 6, 10, 12):  # log intervals that the stop did not split
+        assert loss_a[step] == loss_b[step]
+    # snapshots at 8 and the last step; preemption ones at 3, 6, 9 (12 is a snapshot), of
+    # which only the latest is kept
+    assert sorted(os.listdir(tmp_path / "a" / "checkpoints")) == ["12", "8"]
+    assert os.listdir(tmp_path / "a" / "checkpoints-meta") == ["9"]
+
+
+KILL_AT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from sde_gen import train
+from test_train_loop import tiny_toy_config
+write = train.MetricsWriter.write
+def write_then_die(self, step, metrics):
+    write(self, step, metrics)
+    if step == {kill_at}:
+        os._exit(9)  # no cleanup, no final save: as if the process were killed
+train.MetricsWriter.write = write_then_die
+train.train_and_evaluate(tiny_toy_config(12), {workdir!r})
+"""
+
+
+def test_a_killed_process_restarted_continues_exactly(tmp_path):
+    straight = train.train_and_evaluate(tiny_toy_config(12), str(tmp_path / "a"))
+    workdir = str(tmp_path / "b")
+    script = KILL_AT.format(tests=os.path.join(ROOT, "tests"), kill_at=10, workdir=workdir)
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True)
+    assert proc.returncode == 9, proc.stderr.decode()[-2000:]
+    # killed at 10: the last checkpoint is 9 (preemption), or 8 if 9 was still being written
+    assert train.Checkpoints(workdir, 3).latest_step() in (8, 9)
+    resumed = train.train_and_evaluate(tiny_toy_config(12), workdir)
+    leaves_equal(straight.params, resumed.params)
+    leaves_equal(straight.ema_params, resumed.ema_params)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    get_dataset = build.get_dataset
+
+    def poisoned(config, split, batch_size, **kw):
+        it, info = get_dataset(config, split, batch_size, **kw)
+
+        class Poisoned:
+            n = 0
+
+            def __next__(self):
+                batch = next(it)
+                self.n += 1
+                if self.n == 5:  # step 5 sees a NaN example
+                    batch["x"] = batch["x"].copy()
+                    batch["x"][0, 0, 0] = np.nan
+                return batch
+
+            def get_state(self):
+                return it.get_state()
+
+            def set_state(self, state):
+                it.set_state(state)
+
+        return Poisoned(), info
+
+    monkeypatch.setattr(build, "get_dataset", poisoned)
+    workdir = str(tmp_path)
+    with pytest.raises(train.NonFiniteLossError, match=r"between steps 4 and 6.*step 3 in"):
+        train.train_and_evaluate(tiny_toy_config(12), workdir)
+    checkpoints = train.Checkpoints(workdir, 3)
+    assert checkpoints.latest_step() == 3
+    config = tiny_toy_config(12)
+    abstract = train.init_state(
+        jax.random.key(0),
+        build.get_model(config),
+        build.get_optimizer(config),
+        np.zeros((1, 2), np.float32),
+    )
+    state, _ = checkpoints.restore(3, abstract)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(state.params))
+
+
+def test_tiny_vp_cifar_run_through_the_tfds_pipeline(tmp_path):
+    """The real vp_cifar config, shrunk: tfds CIFAR-10 (mock records), DDPM++, checkpoints,
+    metrics, a loss curve and an EMA sample grid."""
+    config = load_config("vp_cifar")
+    t = config.training
+    t.batch_size, t.n_iters, t.log_freq = 8, 2, 1
+    t.snapshot_freq, t.snapshot_samples = 2, 4
+    config.sampling.num_steps = 3
+    config.model.update(nf=16, ch_mult=(1,), num_res_blocks=1, attn_resolutions=())
+    with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+        state = train.train_and_evaluate(config, str(tmp_path))
+    assert int(state.step) == 2
+    files = set(os.listdir(tmp_path))
+    assert {"checkpoints", "metrics.jsonl", "loss.png", "samples", "config.json"} <= files
+    assert os.path.getsize(tmp_path / "samples" / "step_2.png") > 0
+    samples = np.load(tmp_path / "samples" / "step_2.npz")["samples"]
+    assert samples.shape == (4, 32, 32, 3) and np.all(np.isfinite(samples))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model"]["name"] == "ddpmpp" and saved["training"]["sde"] == "vpsde"
+
+
+def test_toy_2d_run_samples_the_mixture_weights(tmp_path):
+    """Train the toy_2d config briefly, then sample its EMA model with the PF-ODE: each of
+    the eight components gets its 1/8 share within binomial error, at the right place. A
+    short run leaves the components wider than the data's (measured: variances up to 0.042
+    against 0.02 after 800 steps; an untrained model's are ~1), so spreads are bounded by
+    3x."""
+    config = load_config("toy_2d")
+    t = config.training
+    t.n_iters, t.snapshot_freq, t.log_freq = 800, 800, 200
+    t.snapshot_samples = 4000
+    config.sampling.rtol = config.sampling.atol = 1e-3
+    train.train_and_evaluate(config, str(tmp_path))
+    samples = np.load(tmp_path / "samples" / "step_800.npz")["samples"]
+    assert os.path.getsize(tmp_path / "samples" / "step_800.png") > 0
+    density = data.toy_density()
+    weights, means, variances = (np.asarray(a) for a in density.components())
+    labels = np.argmax(np.asarray(density.responsibilities(samples)), axis=1)
+    for k in range(8):
+        members = samples[labels == k]
+        share = len(members) / len(samples)
+        assert abs(share - weights[k]) < 4.5 * np.sqrt(weights[k] * (1 - weights[k]) / 4000)
+        np.testing.assert_allclose(members.mean(0), means[k], atol=0.06)
+        assert np.all(members.var(0) < 3 * variances[k]), members.var(0)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (dict(model="name", value="unet"), "unknown config.model.name 'unet'; choose one of mlp"),
+        (dict(training="sde", value="cld"), "unknown config.training.sde 'cld'; choose one of vp"),
+        (dict(optim="optimizer", value="SGD"), "unknown config.optim.optimizer 'SGD'"),
+        (dict(training="batch_size", value=12), "batch_size=12 must be divisible by the number"),
+        (dict(sampling="predictor", value="heun"), "unknown predictor 'heun'"),
+        (dict(model="nonlinearity", value="gelu"), "unknown nonlinearity 'gelu'"),
+        (dict(data="dataset", value="imagenet"), "unknown config.data.dataset 'imagenet'"),
+        (dict(model="ema_rate", value=1.0), "ema_rate must lie in"),
+        (dict(training="snapshot_freq", value=0), "snapshot_freq must be a positive integer"),
+    ],
+)
+def test_bad_config_values_fail_before_any_work(override, message):
+    config = load_config("vp_digits")
+    (section, key), value = (
+        [(k, v) for k, v in override.items() if k != "value"][0],
+        override["value"],
+    )
+    config[section][key] = value
+    with pytest.raises(build.ConfigError, match=message):
+        build.check_config(config)
+
+
+def test_toy_data_with_an_image_network_is_refused():
+    config = load_config("toy_2d")
+    config.model = load_config("vp_digits").model
+    with pytest.raises(build.ConfigError, match="is 2-D points: use model.name='mlp'"):
+        build.check_config(config)
+
+
+def test_every_shipped_config_is_valid():
+    for name in ("vp_cifar", "subvp_cifar", "ve_cifar", "vp_cifar_ml", "ddpm_cifar",
+                 "vp_digits", "toy_2d"):  # fmt: skip
+        build.check_config(load_config(name))
+
+
+def test_launch_reports_a_bad_flag_and_exits_non_zero(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "launch.py", "--config=configs/vp_digits.py",
+         f"--workdir={tmp_path}", "--config.training.sde=vpsdee"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "unknown config.training.sde 'vpsdee'; choose one of vpsde, subvpsde, vesde" in (
+        proc.stderr
+    )
+    assert not os.listdir(tmp_path)  # nothing written
