@@ -7,6 +7,7 @@ by it (`scale_by_sigma`), so its output is read as the score.
 """
 
 from configs.default_cifar import get_default_configs
+from configs.vp_cifar import ddpmpp
 
 
 def get_config():
@@ -17,26 +18,13 @@ def get_config():
     config.sampling.predictor = "reverse_diffusion"
     config.sampling.corrector = "langevin"
     model = config.model
+    ddpmpp(model)  # the same U-Net, with NCSN++'s choices:
     model.name = "ncsnpp"
-    model.scale_by_sigma = True
-    model.ema_rate = 0.999
-    model.nonlinearity = "swish"
-    model.nf = 128
-    model.ch_mult = (1, 2, 2, 2)
-    model.num_res_blocks = 4
-    model.attn_resolutions = (16,)
-    model.resamp_with_conv = True
-    model.conditional = True
     model.fir = True
-    model.fir_kernel = (1, 3, 3, 1)
-    model.skip_rescale = True
-    model.resblock_type = "biggan"
-    model.progressive = "none"
     model.progressive_input = "residual"
-    model.progressive_combine = "sum"
-    model.init_scale = 0.0
     model.embedding_type = "fourier"
-    model.fourier_scale = 16.0
+    model.scale_by_sigma = True
     model.output = "score"
     model.time_input = "std"
+    model.ema_rate = 0.999
     return config

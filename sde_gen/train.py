@@ -183,6 +183,14 @@ class Checkpoints:
         self.snapshots = make(SNAPSHOTS, max_to_keep)
         self.preemption = make(PREEMPTION, 1)
 
+    @staticmethod
+    def exist(workdir: str) -> bool:
+        """Whether the workdir holds any checkpoint directories."""
+        return any(
+            os.path.isdir(os.path.join(workdir, sub)) and os.listdir(os.path.join(workdir, sub))
+            for sub in (SNAPSHOTS, PREEMPTION)
+        )
+
     def latest_step(self) -> int | None:
         steps = [m.latest_step() for m in (self.snapshots, self.preemption)]
         steps = [s for s in steps if s is not None]
@@ -297,6 +305,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     build.check_config(config)
     training = config.training
     is_main = jax.process_index() == 0
+    _check_same_experiment(config, workdir)
     os.makedirs(workdir, exist_ok=True)
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -398,6 +407,32 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     checkpoints.close()
     writer.close()
     return jax.device_get(unreplicate(p_state))
+
+
+# What a resumed run may not change: the network, the SDE and the data.
+_FIXED_FOR_RESUME = ("model", "training.sde", "data.dataset", "data.image_size")
+
+
+def _check_same_experiment(config, workdir: str) -> None:
+    """Refuse to resume a workdir's checkpoints under a different model, SDE or data set
+    (the saved `config.json` would be overwritten and the restore fail half-way)."""
+    path = os.path.join(workdir, "config.json")
+    if not (os.path.exists(path) and Checkpoints.exist(workdir)):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    current = json.loads(config.to_json_best_effort())
+    for key in _FIXED_FOR_RESUME:
+        old, new = saved, current
+        for part in key.split("."):
+            old, new = (old or {}).get(part), (new or {}).get(part)
+        if old != new:
+            from .build import ConfigError
+
+            raise ConfigError(
+                f"{workdir} holds checkpoints of a run with config.{key} = {old!r}; this config "
+                f"has {new!r}. Use another --workdir, or the run's own config."
+            )
 
 
 def _save_loss_curve(workdir: str, metrics_path: str) -> None:

@@ -130,6 +130,17 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(state.params))
 
 
+def test_resuming_a_workdir_under_another_model_is_refused_and_changes_nothing(tmp_path):
+    train.train_and_evaluate(tiny_toy_config(3), str(tmp_path))
+    before = (tmp_path / "config.json").read_text()
+    config = tiny_toy_config(6)
+    config.model.hidden = 32
+    with pytest.raises(build.ConfigError, match="config.model = .*Use another --workdir"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert (tmp_path / "config.json").read_text() == before
+    assert train.Checkpoints(str(tmp_path), 3).latest_step() == 3
+
+
 def test_tiny_vp_cifar_run_through_the_tfds_pipeline(tmp_path):
     """The real vp_cifar config, shrunk: tfds CIFAR-10 (mock records), DDPM++, checkpoints,
     metrics, a loss curve and an EMA sample grid."""

@@ -129,13 +129,15 @@ class AttnBlock(nn.Module):
         return _skip(x, NIN(c, init_scale=self.init_scale)(h), self.skip_rescale)
 
 
-class Upsample(nn.Module):
-    """2x upsampling: nearest or FIR, optionally with a (fused) 3x3 convolution."""
-
+class _Resample(nn.Module):
     out_ch: int | None = None
     with_conv: bool = False
     fir: bool = False
     fir_kernel: Sequence[int] = (1, 3, 3, 1)
+
+
+class Upsample(_Resample):
+    """2x upsampling: nearest or FIR, optionally with a (fused) 3x3 convolution."""
 
     @nn.compact
     def __call__(self, x):
@@ -150,14 +152,9 @@ class Upsample(nn.Module):
         return resample.upsample_conv_2d(x, w, self.fir_kernel) + b
 
 
-class Downsample(nn.Module):
+class Downsample(_Resample):
     """2x downsampling: average pooling / strided convolution, or FIR (fused with a 3x3
     convolution when `with_conv`)."""
-
-    out_ch: int | None = None
-    with_conv: bool = False
-    fir: bool = False
-    fir_kernel: Sequence[int] = (1, 3, 3, 1)
 
     @nn.compact
     def __call__(self, x):

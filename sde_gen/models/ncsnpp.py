@@ -117,23 +117,14 @@ class NCSNpp(nn.Module):
             layers.AttnBlock, init_scale=self.init_scale, skip_rescale=skip_rescale
         )
         resample = dict(fir=self.fir, fir_kernel=self.fir_kernel)
-        if self.resblock_type == "ddpm":
-            resblock = functools.partial(
-                layers.ResnetBlockDDPM,
-                act=act,
-                dropout=self.dropout,
-                init_scale=self.init_scale,
-                skip_rescale=skip_rescale,
-            )
-        else:
-            resblock = functools.partial(
-                layers.ResnetBlockBigGAN,
-                act=act,
-                dropout=self.dropout,
-                init_scale=self.init_scale,
-                skip_rescale=skip_rescale,
-                **resample,
-            )
+        resblock = functools.partial(
+            layers.ResnetBlockDDPM if self.resblock_type == "ddpm" else layers.ResnetBlockBigGAN,
+            act=act,
+            dropout=self.dropout,
+            init_scale=self.init_scale,
+            skip_rescale=skip_rescale,
+            **({} if self.resblock_type == "ddpm" else resample),
+        )
         combine = functools.partial(layers.Combine, method=self.progressive_combine)
 
         if not self.centered:
