@@ -394,6 +394,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
             checkpoints.save(SNAPSHOTS if snapshot else PREEMPTION, step, host_state, data_state)
             last_good = step
         if snapshot and is_main:
+            t_snapshot = time.perf_counter()
             _save_loss_curve(workdir, writer.path)
             if sampler is not None:
                 sample_key_n = jax.random.fold_in(sample_key, step)
@@ -401,7 +402,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                     config, workdir, step, sde, model, host_state.ema_params, sampler,
                     sample_key_n, info, writer,
                 )  # fmt: skip
-            t_log = time.perf_counter()  # sampling time is not training rate
+            t_log += time.perf_counter() - t_snapshot  # plots and samples are not training
 
     checkpoints.wait()
     checkpoints.close()
