@@ -40,11 +40,23 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.sde_solver = "euler"
 
     config.eval = evaluate = ml_collections.ConfigDict()
-    evaluate.batch_size = 1024
+    evaluate.checkpoint = "latest"  # latest | all | a step number
+    evaluate.batch_size = 1024  # samples per sampling batch, over all devices
     evaluate.num_samples = 50_000
     evaluate.enable_sampling = True
+    evaluate.features = "auto"  # auto | inception | classifier | data
+    evaluate.inception_weights = ml_collections.config_dict.placeholder(str)  # local .npz
+    evaluate.classifier_steps = 1500  # training steps of the domain classifier
+    evaluate.reference_split = "test"
+    evaluate.reference_examples = 10_000
     evaluate.enable_bpd = False
     evaluate.bpd_dataset = "test"
+    evaluate.bpd_num_examples = 0  # 0: the whole split
+    evaluate.bpd_batch_size = 256
+    evaluate.bpd_repeats = 1  # dequantization draws per example
+    evaluate.divergence = "hutchinson"  # hutchinson | exact
+    evaluate.bpd_rtol = 1e-5
+    evaluate.bpd_atol = 1e-5
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "cifar10"

@@ -39,6 +39,13 @@ def get_config():
     model.time_input = "t"
     del model["dropout"]
 
+    evaluate = config.eval
+    evaluate.batch_size = 1000
+    evaluate.num_samples = 4000
+    evaluate.enable_bpd = True  # exact metrics against the known density for gmm
+    evaluate.bpd_num_examples = 2000
+    evaluate.bpd_batch_size = 1000
+
     config.optim.lr = 2e-3
     config.optim.warmup = 100
     config.seed = 0

@@ -269,6 +269,19 @@ def check_config(config, num_devices: int | None = None) -> None:
     get_optimizer(config)
     get_loss(config)
     get_sampler(config, sde)
+    if "eval" in config:
+        from .evaluate import FEATURES
+        from .likelihood import DIVERGENCES
+
+        _choose(config, "eval.features", FEATURES)
+        _choose(config, "eval.divergence", DIVERGENCES)
+        for key in ("eval.batch_size", "eval.num_samples", "eval.bpd_repeats"):
+            _positive_int(config, key)
+        if config.eval.batch_size % devices:
+            raise ConfigError(
+                f"config.eval.batch_size={config.eval.batch_size} must be divisible by the "
+                f"number of devices ({devices})"
+            )
     name = _choose(config, "data.dataset", data_lib.DATASETS)
     if name in data_lib.TOY_DATASETS and config.model.name != "mlp":
         raise ConfigError(

@@ -1,0 +1,346 @@
+"""Evaluation of a training run's checkpoints: `--mode=sample` and `--mode=eval`.
+
+- **Samples** from the EMA parameters with the config's sampler, in batches of
+  `eval.batch_size` sharded over local devices with `pmap`. Each finished batch is written
+  to `eval/samples_<step>/batch_<i>.npz` at once, so an interrupted evaluation resumes
+  without redoing it; a PNG grid of the first batch sits beside them.
+- **Sample quality** in a feature space chosen by `eval.features`: "inception" (FID, KID,
+  Inception Score with the standard FID network, weights from `eval.inception_weights`),
+  "classifier" (a small CNN trained by the framework on the data set's labels: FID/KID in
+  its feature space and a classifier score; the default for digits and grayscale data) or
+  "data" (the raw coordinates: 2-D toy data, plus exact metrics against the known density
+  of `gmm`). Reference statistics of the data are computed once and cached in `eval/`.
+- **Likelihood**: bits/dim over `eval.bpd_dataset` with the probability-flow ODE
+  (Hutchinson or exact divergence), uniform dequantization repeated `eval.bpd_repeats`
+  times, mean and standard error.
+- **Report**: `eval/report_<step>.json` with the metrics, sampler, NFE, number of samples
+  and timings, for the latest, a given, or every checkpoint (`eval.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from . import build, data, plotting
+from . import metrics as metrics_lib
+from .likelihood import bits_per_dim, log_likelihood
+from .train import Checkpoints, _format_seconds, init_state, replicate
+
+FEATURES = ("auto", "inception", "classifier", "data")
+
+
+def _progress(what: str, done: int, total: int, start: float) -> None:
+    rate = done / max(time.perf_counter() - start, 1e-9)
+    logging.info(
+        "%s: %d/%d  %.2f/s  ETA %s", what, done, total, rate, _format_seconds((total - done) / rate)
+    )
+
+
+def checkpoint_steps(config, workdir: str) -> list[int]:
+    """The checkpoint steps `eval.checkpoint` selects: "latest", "all", or a step number."""
+    ckpts = Checkpoints(workdir, 1000)
+    steps = sorted(set(ckpts.snapshots.all_steps()) | set(ckpts.preemption.all_steps()))
+    ckpts.close()
+    if not steps:
+        raise FileNotFoundError(f"no checkpoints in {workdir}: train first (--mode=train)")
+    which = config.eval.get("checkpoint", "latest")
+    if which == "latest":
+        return steps[-1:]
+    if which == "all":
+        return steps
+    if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
+        if int(which) not in steps:
+            raise ValueError(
+                f"config.eval.checkpoint={which!r}: no such checkpoint in {workdir}; have {steps}"
+            )
+        return [int(which)]
+    raise ValueError(
+        f"config.eval.checkpoint must be 'latest', 'all' or a step number; got {which!r}"
+    )
+
+
+def load_ema_params(config, workdir: str, step: int, shape: tuple[int, ...]):
+    """The EMA parameters of checkpoint `step`."""
+    model, optimizer = build.get_model(config), build.get_optimizer(config)
+    abstract = init_state(jax.random.key(0), model, optimizer, jnp.zeros((1, *shape)))
+    ckpts = Checkpoints(workdir, 1000)
+    state, _ = ckpts.restore(step, abstract)
+    ckpts.close()
+    return state.ema_params
+
+
+def generate_samples(config, workdir: str, step: int, ema_params, info) -> tuple[np.ndarray, dict]:
+    """`eval.num_samples` samples from checkpoint `step`, resumable per batch."""
+    sde, model = build.get_sde(config), build.get_model(config)
+    sampler = build.get_sampler(config, sde)
+    n_dev = jax.local_device_count()
+    batch = int(config.eval.batch_size)
+    if batch % n_dev:
+        raise ValueError(f"config.eval.batch_size={batch} must be divisible by {n_dev} devices")
+    num_batches = math.ceil(int(config.eval.num_samples) / batch)
+    folder = os.path.join(workdir, "eval", f"samples_{step}")
+    os.makedirs(folder, exist_ok=True)
+
+    def sample_one(key, params):
+        score_fn = build.get_score_fn(config, model, params, sde)
+        return sampler(key, score_fn, (batch // n_dev, *info.shape))
+
+    p_sample = jax.pmap(sample_one, in_axes=(0, 0))
+    p_params = replicate(ema_params)
+    base = jax.random.fold_in(jax.random.key(int(config.seed) + 1), step)
+    start, nfe, done_now = time.perf_counter(), None, 0
+    for i in range(num_batches):
+        path = os.path.join(folder, f"batch_{i}.npz")
+        if os.path.exists(path):
+            continue
+        keys = jax.random.split(jax.random.fold_in(base, i), n_dev)
+        x, nfe_i = p_sample(keys, p_params)
+        x = np.asarray(x).reshape(batch, *info.shape)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, samples=x, nfe=int(nfe_i[0]))
+        os.replace(tmp, path)  # a batch file exists only once complete
+        done_now += 1
+        _progress(f"sampling step {step}", i + 1, num_batches, start)
+    files = [np.load(os.path.join(folder, f"batch_{i}.npz")) for i in range(num_batches)]
+    samples = np.concatenate([f["samples"] for f in files])[: int(config.eval.num_samples)]
+    nfe = int(files[0]["nfe"])
+    if samples.ndim == 4:
+        plotting.save_image_grid(
+            os.path.join(folder, "grid.png"), samples[:100], info.data_range,
+            scale=max(1, 64 // samples.shape[1]),
+        )  # fmt: skip
+    else:
+        plotting.save_scatter(os.path.join(folder, "scatter.png"), samples[:4000])
+    elapsed = time.perf_counter() - start
+    return samples, {"nfe": nfe, "batches_sampled_now": done_now, "sampling_seconds": elapsed}
+
+
+def _dataset_arrays(config, split: str, limit: int | None = None, seed: int = 0):
+    """A whole split (or its first `limit` examples) as `(x, labels)` arrays, in order."""
+    it, info = build.get_dataset(config, split, 1, shuffle=False, num_epochs=1, num_devices=1)
+    n = info.num_examples if limit is None else min(limit, info.num_examples)
+    batch = math.gcd(n, 256) or 1
+    it, info = build.get_dataset(
+        config, split, batch, shuffle=False, num_epochs=1, num_devices=1, seed=seed
+    )
+    xs, ys = [], []
+    for b in it:
+        xs.append(b["x"][0])
+        ys.append(b["label"][0] if "label" in b else np.zeros(len(b["x"][0]), np.int64))
+        if sum(len(x) for x in xs) >= n:
+            break
+    return np.concatenate(xs)[:n], np.concatenate(ys)[:n], info
+
+
+def _feature_kind(config, info) -> str:
+    kind = config.eval.get("features", "auto")
+    if kind not in FEATURES:
+        raise ValueError(
+            f"unknown config.eval.features {kind!r}; choose one of {', '.join(FEATURES)}"
+        )
+    if kind != "auto":
+        return kind
+    if len(info.shape) == 1:
+        return "data"
+    return "inception" if info.shape[-1] == 3 and info.shape[0] >= 32 else "classifier"
+
+
+def _to_unit(x, data_range):
+    lo, hi = data_range
+    return np.clip((np.asarray(x) - lo) / (hi - lo), 0.0, 1.0)
+
+
+class FeatureSpace:
+    """Features and logits of samples or data, in the space `eval.features` names."""
+
+    def __init__(self, config, workdir: str, info):
+        self.kind = _feature_kind(config, info)
+        self.info, self.extra = info, {}
+        cache = os.path.join(workdir, "eval")
+        if self.kind == "inception":
+            from .metrics import inception
+
+            variables = inception.load_inception(config.eval.get("inception_weights", None))
+            net = inception.FIDInception()
+            self._apply = jax.jit(lambda x: net.apply(variables, x))
+        elif self.kind == "classifier":
+            from .metrics.classifier import get_classifier
+
+            def load(split):
+                x, y, _ = _dataset_arrays(config, split)
+                return x, y
+
+            self.classifier = get_classifier(
+                os.path.join(cache, f"classifier_{info.name}.npz"),
+                load,
+                steps=int(config.eval.get("classifier_steps", 1500)),
+            )
+            self.extra["classifier_test_accuracy"] = self.classifier.accuracy
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self.kind == "data":
+            return {"features": np.asarray(x).reshape(len(x), -1)}
+        if self.kind == "classifier":
+            return self.classifier(np.asarray(x, np.float32))
+        images = _to_unit(x, self.info.data_range)
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+        outs = [self._apply(jnp.asarray(images[i : i + 64])) for i in range(0, len(images), 64)]
+        return {
+            "features": np.concatenate([np.asarray(o["pool3"]) for o in outs]),
+            "logits": np.concatenate([np.asarray(o["logits"]) for o in outs]),
+        }
+
+
+def reference_stats(config, workdir: str, space: FeatureSpace):
+    """Feature statistics (and features, for KID) of the data's eval split, cached."""
+    split = config.eval.get("reference_split", "test")
+    path = os.path.join(workdir, "eval", f"reference_{space.kind}_{space.info.name}_{split}.npz")
+    if os.path.exists(path):
+        with np.load(path) as f:
+            return metrics_lib.FeatureStats(f["mu"], f["sigma"], int(f["n"])), f["features"]
+    x, _, _ = _dataset_arrays(config, split, int(config.eval.get("reference_examples", 10_000)))
+    features = space(x)["features"]
+    stats = metrics_lib.feature_stats(features)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, mu=stats.mu, sigma=stats.sigma, n=stats.n, features=features)
+    return stats, features
+
+
+def sample_quality(config, workdir: str, samples: np.ndarray, info) -> dict:
+    """FID / KID (and IS or the classifier score) of `samples` against the data."""
+    space = FeatureSpace(config, workdir, info)
+    ref_stats, ref_features = reference_stats(config, workdir, space)
+    out = space(samples)
+    stats = metrics_lib.feature_stats(out["features"])
+    kid, kid_std = metrics_lib.kernel_distance(
+        out["features"], ref_features, num_subsets=50, subset_size=min(1000, len(samples))
+    )
+    prefix = {"inception": "", "classifier": "classifier_", "data": "data_"}[space.kind]
+    report = {
+        f"{prefix}fid": metrics_lib.frechet_distance(stats, ref_stats),
+        f"{prefix}kid": kid,
+        f"{prefix}kid_std": kid_std,
+        "features": space.kind,
+        **space.extra,
+    }
+    if "logits" in out:
+        name = "inception_score" if space.kind == "inception" else "classifier_score"
+        splits = min(10, len(samples) // 2)
+        report[name], report[name + "_std"] = metrics_lib.inception_score(out["logits"], splits)
+    if info.name == "gmm":  # exact: the known density of the ring of Gaussians
+        density = data.toy_density()
+        x = jnp.asarray(samples)
+        report["exact_mean_log_density"] = float(jnp.mean(density.log_prob(x)))
+        reference = density.sample(jax.random.key(0), len(samples))
+        report["exact_mean_log_density_of_data"] = float(jnp.mean(density.log_prob(reference)))
+        weights = np.bincount(np.asarray(density.responsibilities(x)).argmax(1), minlength=8)
+        report["component_weights_tv"] = float(0.5 * np.abs(weights / len(samples) - 1 / 8).sum())
+    return report
+
+
+def likelihood(config, workdir: str, score_fn, sde, key) -> dict:
+    """Bits/dim over the eval split: PF-ODE log-likelihood of dequantized data, mean and
+    standard error over examples x `eval.bpd_repeats` dequantizations."""
+    ev = config.eval
+    split = ev.get("bpd_dataset", "test")
+    repeats = int(ev.get("bpd_repeats", 1))
+    limit = int(ev.get("bpd_num_examples", 0)) or None
+    batch = int(ev.get("bpd_batch_size", 256))
+    values, nfes, start = [], [], time.perf_counter()
+    for r in range(repeats):
+        dq = config.copy_and_resolve_references()
+        dq.data.uniform_dequantization = True  # fresh dequantization noise per repeat:
+        x_all, _, info = _dataset_arrays(dq, split, limit, seed=int(config.seed) + r)
+        is_images = info.n_levels is not None
+        for i in range(0, len(x_all), batch):
+            x = jnp.asarray(x_all[i : i + batch])
+            logp, _, nfe = log_likelihood(
+                jax.random.fold_in(key, r * 100_000 + i), sde, score_fn, x,
+                divergence=ev.get("divergence", "hutchinson"),
+                rtol=float(ev.get("bpd_rtol", 1e-5)), atol=float(ev.get("bpd_atol", 1e-5)),
+            )  # fmt: skip
+            if is_images:
+                values.append(
+                    np.asarray(bits_per_dim(logp, x.shape, info.data_range, info.n_levels))
+                )
+            else:  # continuous data: negative log-density in bits per dimension
+                values.append(np.asarray(-logp / (math.prod(x.shape[1:]) * math.log(2))))
+            nfes.append(int(nfe))
+        _progress("bits/dim repeats", r + 1, repeats, start)
+    values = np.concatenate(values)
+    key_name = "bpd" if is_images else "nll_bits_per_dim"
+    return {
+        key_name: float(values.mean()),
+        key_name + "_stderr": float(values.std(ddof=1) / math.sqrt(len(values))),
+        "bpd_examples": int(len(values)),
+        "bpd_repeats": repeats,
+        "bpd_mean_nfe": float(np.mean(nfes)),
+        "bpd_divergence": ev.get("divergence", "hutchinson"),
+        "bpd_seconds": time.perf_counter() - start,
+    }
+
+
+def _sampler_description(config) -> dict:
+    s = config.sampling
+    out = {"method": s.method}
+    if s.method == "pc":
+        out.update(predictor=s.predictor, corrector=s.corrector, snr=s.snr)
+        out["num_steps"] = int(s.get("num_steps", 0) or config.model.num_scales)
+    elif s.method == "ode":
+        out.update(solver=s.get("ode_solver", "tsit5"), rtol=s.rtol, atol=s.atol)
+    else:
+        out.update(solver=s.get("sde_solver", "euler"))
+        out["num_steps"] = int(s.get("num_steps", 0) or config.model.num_scales)
+    return out
+
+
+def _info(config):
+    _, info = build.get_dataset(config, "test", 1, shuffle=False, num_epochs=1, num_devices=1)
+    return info
+
+
+def sample(config, workdir: str) -> list[str]:
+    """`--mode=sample`: samples (npz + PNG grid) from the selected checkpoints."""
+    build.check_config(config)
+    info, folders = _info(config), []
+    for step in checkpoint_steps(config, workdir):
+        params = load_ema_params(config, workdir, step, info.shape)
+        generate_samples(config, workdir, step, params, info)
+        folders.append(os.path.join(workdir, "eval", f"samples_{step}"))
+        logging.info("samples of step %d in %s", step, folders[-1])
+    return folders
+
+
+def evaluate(config, workdir: str) -> list[dict]:
+    """`--mode=eval`: a report per selected checkpoint, `eval/report_<step>.json`."""
+    build.check_config(config)
+    info, reports = _info(config), []
+    sde, model = build.get_sde(config), build.get_model(config)
+    for step in checkpoint_steps(config, workdir):
+        t0 = time.perf_counter()
+        params = load_ema_params(config, workdir, step, info.shape)
+        report = {"step": step, "workdir_checkpoint": step, "sampler": _sampler_description(config)}
+        if config.eval.get("enable_sampling", True):
+            samples, timing = generate_samples(config, workdir, step, params, info)
+            report.update(num_samples=int(len(samples)), **timing)
+            report.update(sample_quality(config, workdir, samples, info))
+        if config.eval.get("enable_bpd", False):
+            score_fn = build.get_score_fn(config, model, params, sde)
+            key = jax.random.fold_in(jax.random.key(int(config.seed) + 2), step)
+            report.update(likelihood(config, workdir, score_fn, sde, key))
+        report["seconds"] = time.perf_counter() - t0
+        path = os.path.join(workdir, "eval", f"report_{step}.json")
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+        logging.info("step %d: %s -> %s", step, json.dumps(report), path)
+        reports.append(report)
+    return reports
