@@ -55,6 +55,8 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.bpd_batch_size = 256
     evaluate.bpd_repeats = 1  # dequantization draws per example
     evaluate.divergence = "hutchinson"  # hutchinson | exact
+    evaluate.enable_bound = False  # also the per-example likelihood bound (sde_gen.nll_bound)
+    evaluate.bound_samples = 16  # Monte Carlo draws of (t, x_t) per example
     evaluate.bpd_rtol = 1e-5
     evaluate.bpd_atol = 1e-5
 

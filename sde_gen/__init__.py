@@ -19,6 +19,7 @@ from .losses import (
     UniformTime,
     dsm_loss,
     likelihood_weighting,
+    nll_bound,
     sigma2_weighting,
 )
 from .sampling import (
@@ -53,6 +54,7 @@ __all__ = [
     "UniformTime",
     "dsm_loss",
     "likelihood_weighting",
+    "nll_bound",
     "sigma2_weighting",
     "AbstractAnalyticDensity",
     "AbstractCorrector",

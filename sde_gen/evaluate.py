@@ -32,6 +32,7 @@ from absl import logging
 from . import build, data, plotting
 from . import metrics as metrics_lib
 from .likelihood import bits_per_dim, log_likelihood
+from .losses import nll_bound
 from .train import Checkpoints, _format_seconds, init_state, replicate
 
 FEATURES = ("auto", "inception", "classifier", "data")
@@ -40,7 +41,7 @@ FEATURES = ("auto", "inception", "classifier", "data")
 def _progress(what: str, done: int, total: int, start: float) -> None:
     rate = done / max(time.perf_counter() - start, 1e-9)
     logging.info(
-        "%s: %d/%d  %.2f/s  ETA %s", what, done, total, rate, _format_seconds((total - done) / rate)
+        "%s: %d/%d  %.3g/s  ETA %s", what, done, total, rate, _format_seconds((total - done) / rate)
     )
 
 
@@ -108,7 +109,7 @@ def generate_samples(config, workdir: str, step: int, ema_params, info) -> tuple
         np.savez(tmp, samples=x, nfe=int(nfe_i[0]))
         os.replace(tmp, path)  # a batch file exists only once complete
         done_now += 1
-        _progress(f"sampling step {step}", i + 1, num_batches, start)
+        _progress(f"sampling step {step} (batches of {batch})", i + 1, num_batches, start)
     files = [np.load(os.path.join(folder, f"batch_{i}.npz")) for i in range(num_batches)]
     samples = np.concatenate([f["samples"] for f in files])[: int(config.eval.num_samples)]
     nfe = int(files[0]["nfe"])
@@ -255,12 +256,11 @@ def likelihood(config, workdir: str, score_fn, sde, key) -> dict:
     repeats = int(ev.get("bpd_repeats", 1))
     limit = int(ev.get("bpd_num_examples", 0)) or None
     batch = int(ev.get("bpd_batch_size", 256))
-    values, nfes, start = [], [], time.perf_counter()
+    values, bounds, nfes, start = [], [], [], time.perf_counter()
     for r in range(repeats):
         dq = config.copy_and_resolve_references()
         dq.data.uniform_dequantization = True  # fresh dequantization noise per repeat:
         x_all, _, info = _dataset_arrays(dq, split, limit, seed=int(config.seed) + r)
-        is_images = info.n_levels is not None
         for i in range(0, len(x_all), batch):
             x = jnp.asarray(x_all[i : i + batch])
             logp, _, nfe = log_likelihood(
@@ -268,17 +268,27 @@ def likelihood(config, workdir: str, score_fn, sde, key) -> dict:
                 divergence=ev.get("divergence", "hutchinson"),
                 rtol=float(ev.get("bpd_rtol", 1e-5)), atol=float(ev.get("bpd_atol", 1e-5)),
             )  # fmt: skip
-            if is_images:
-                values.append(
-                    np.asarray(bits_per_dim(logp, x.shape, info.data_range, info.n_levels))
-                )
-            else:  # continuous data: negative log-density in bits per dimension
-                values.append(np.asarray(-logp / (math.prod(x.shape[1:]) * math.log(2))))
+            values.append(to_bits(logp, x.shape, info))
             nfes.append(int(nfe))
-        _progress("bits/dim repeats", r + 1, repeats, start)
+            if ev.get("enable_bound", False):
+                bound_key = jax.random.fold_in(jax.random.fold_in(key, 1), r * 100_000 + i)
+                nll, _ = nll_bound(
+                    bound_key, sde, score_fn, x, num_samples=int(ev.get("bound_samples", 16))
+                )
+                bounds.append(to_bits(-nll, x.shape, info))
+            done = r * len(x_all) + min(i + batch, len(x_all))
+            _progress("bits/dim (examples)", done, repeats * len(x_all), start)
     values = np.concatenate(values)
-    key_name = "bpd" if is_images else "nll_bits_per_dim"
+    key_name = "bpd" if info.n_levels is not None else "nll_bits_per_dim"
+    extra = {}
+    if bounds:
+        bounds = np.concatenate(bounds)
+        extra = {
+            f"bound_{key_name}": float(bounds.mean()),
+            f"bound_{key_name}_stderr": float(bounds.std(ddof=1) / math.sqrt(len(bounds))),
+        }
     return {
+        **extra,
         key_name: float(values.mean()),
         key_name + "_stderr": float(values.std(ddof=1) / math.sqrt(len(values))),
         "bpd_examples": int(len(values)),
@@ -287,6 +297,13 @@ def likelihood(config, workdir: str, score_fn, sde, key) -> dict:
         "bpd_divergence": ev.get("divergence", "hutchinson"),
         "bpd_seconds": time.perf_counter() - start,
     }
+
+
+def to_bits(logp, x_shape, info) -> np.ndarray:
+    """Bits/dim of discrete (dequantized) data, or `-log p / (D ln 2)` for continuous data."""
+    if info.n_levels is not None:
+        return np.asarray(bits_per_dim(logp, x_shape, info.data_range, info.n_levels))
+    return np.asarray(-logp / (math.prod(x_shape[1:]) * math.log(2)))
 
 
 def _sampler_description(config) -> dict:
@@ -328,7 +345,7 @@ def evaluate(config, workdir: str) -> list[dict]:
     for step in checkpoint_steps(config, workdir):
         t0 = time.perf_counter()
         params = load_ema_params(config, workdir, step, info.shape)
-        report = {"step": step, "workdir_checkpoint": step, "sampler": _sampler_description(config)}
+        report = {"step": step, "sampler": _sampler_description(config)}
         if config.eval.get("enable_sampling", True):
             samples, timing = generate_samples(config, workdir, step, params, info)
             report.update(num_samples=int(len(samples)), **timing)

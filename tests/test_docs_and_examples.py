@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "docs/quickstart.md", "docs/concepts.md", "docs/training.md"]
+DOCS = [
+    "README.md",
+    "docs/quickstart.md",
+    "docs/concepts.md",
+    "docs/training.md",
+    "docs/evaluation.md",
+]
 
 
 def python_blocks(path: Path) -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from sde_gen import build, data, train
+from sde_gen import build, data, evaluate, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -185,6 +185,16 @@ def test_toy_2d_run_samples_the_mixture_weights(tmp_path):
         assert abs(share - weights[k]) < 4.5 * np.sqrt(weights[k] * (1 - weights[k]) / 4000)
         np.testing.assert_allclose(members.mean(0), means[k], atol=0.06)
         assert np.all(members.var(0) < 3 * variances[k]), members.var(0)
+
+    # --mode=eval on the same run: raw-coordinate features and the exact metrics of the ring
+    config.eval.update(num_samples=2000, batch_size=1000, enable_bpd=False)
+    (report,) = evaluate.evaluate(config, str(tmp_path))
+    assert report["features"] == "data" and report["num_samples"] == 2000
+    assert report["component_weights_tv"] < 0.05
+    assert 0 <= report["data_fid"] < 0.05 and np.isfinite(report["data_kid"])
+    # samples a little wider than the data: a somewhat lower mean log-density
+    gap = report["exact_mean_log_density_of_data"] - report["exact_mean_log_density"]
+    assert 0 < gap < 1.0, gap
 
 
 @pytest.mark.parametrize(
