@@ -50,7 +50,7 @@ def get_config():
     model.ema_warmup = True  # a short run: do not let the average remember the init
 
     evaluate = config.eval
-    evaluate.batch_size = 500
+    evaluate.batch_size = 512
     evaluate.num_samples = 1000
     evaluate.enable_bpd = True  # the whole test split (297 digits)
     evaluate.bpd_rtol = evaluate.bpd_atol = 1e-4  # ~310 NFE; 1e-5 costs ~2.5x for ~0.01 bit
