@@ -31,6 +31,7 @@ from absl import logging
 
 from . import build, data, plotting
 from . import metrics as metrics_lib
+from ._checks import choose
 from .likelihood import bits_per_dim, log_likelihood
 from .losses import nll_bound
 from .train import Checkpoints, _format_seconds, init_state, replicate
@@ -132,21 +133,19 @@ def _dataset_arrays(config, split: str, limit: int | None = None, seed: int = 0)
     it, info = build.get_dataset(
         config, split, batch, shuffle=False, num_epochs=1, num_devices=1, seed=seed
     )
-    xs, ys = [], []
+    xs, ys, count = [], [], 0
     for b in it:
         xs.append(b["x"][0])
         ys.append(b["label"][0] if "label" in b else np.zeros(len(b["x"][0]), np.int64))
-        if sum(len(x) for x in xs) >= n:
+        count += len(xs[-1])
+        if count >= n:
             break
     return np.concatenate(xs)[:n], np.concatenate(ys)[:n], info
 
 
 def _feature_kind(config, info) -> str:
     kind = config.eval.get("features", "auto")
-    if kind not in FEATURES:
-        raise ValueError(
-            f"unknown config.eval.features {kind!r}; choose one of {', '.join(FEATURES)}"
-        )
+    choose("config.eval.features", kind, dict.fromkeys(FEATURES))
     if kind != "auto":
         return kind
     if len(info.shape) == 1:
@@ -216,9 +215,12 @@ def reference_stats(config, workdir: str, space: FeatureSpace):
     return stats, features
 
 
-def sample_quality(config, workdir: str, samples: np.ndarray, info) -> dict:
-    """FID / KID (and IS or the classifier score) of `samples` against the data."""
-    space = FeatureSpace(config, workdir, info)
+def sample_quality(
+    config, workdir: str, samples: np.ndarray, info, space: FeatureSpace | None = None
+) -> dict:
+    """FID / KID (and IS or the classifier score) of `samples` against the data, in `space`
+    (built from the config when not given)."""
+    space = FeatureSpace(config, workdir, info) if space is None else space
     ref_stats, ref_features = reference_stats(config, workdir, space)
     out = space(samples)
     stats = metrics_lib.feature_stats(out["features"])
@@ -342,6 +344,7 @@ def evaluate(config, workdir: str) -> list[dict]:
     build.check_config(config)
     info, reports = _info(config), []
     sde, model = build.get_sde(config), build.get_model(config)
+    space = None  # built once, at the first checkpoint that needs it
     for step in checkpoint_steps(config, workdir):
         t0 = time.perf_counter()
         params = load_ema_params(config, workdir, step, info.shape)
@@ -349,7 +352,8 @@ def evaluate(config, workdir: str) -> list[dict]:
         if config.eval.get("enable_sampling", True):
             samples, timing = generate_samples(config, workdir, step, params, info)
             report.update(num_samples=int(len(samples)), **timing)
-            report.update(sample_quality(config, workdir, samples, info))
+            space = space or FeatureSpace(config, workdir, info)
+            report.update(sample_quality(config, workdir, samples, info, space))
         if config.eval.get("enable_bpd", False):
             score_fn = build.get_score_fn(config, model, params, sde)
             key = jax.random.fold_in(jax.random.key(int(config.seed) + 2), step)
