@@ -23,16 +23,24 @@ from .losses import (
     sigma2_weighting,
 )
 from .sampling import (
+    DDIM,
     AbstractCorrector,
+    AbstractFastSolver,
     AbstractPredictor,
     AncestralSampling,
+    DPMSolver,
+    DPMSolverMultistep,
     EulerMaruyama,
+    HeunEDM,
     LangevinCorrector,
     ReverseDiffusion,
+    UniPC,
     ode_flow,
+    sample_fast,
     sample_ode,
     sample_pc,
     sample_sde,
+    time_grid,
 )
 from .score import ModelScore, ScoreFn
 from .sde import (
@@ -58,6 +66,12 @@ __all__ = [
     "sigma2_weighting",
     "AbstractAnalyticDensity",
     "AbstractCorrector",
+    "AbstractFastSolver",
+    "DDIM",
+    "DPMSolver",
+    "DPMSolverMultistep",
+    "HeunEDM",
+    "UniPC",
     "AbstractLinearBetaSDE",
     "AbstractLinearSDE",
     "AbstractPredictor",
@@ -81,6 +95,8 @@ __all__ = [
     "log_likelihood",
     "ode_flow",
     "sample_ode",
+    "sample_fast",
     "sample_pc",
     "sample_sde",
+    "time_grid",
 ]

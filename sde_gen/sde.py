@@ -35,6 +35,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import check_positive
@@ -190,6 +191,36 @@ class AbstractLinearSDE(AbstractSDE):
         a, std = self.marginal(t)
         return (x + batch_broadcast(std**2, x) * score) / batch_broadcast(a, x)
 
+    def log_snr(self, t: ArrayLike) -> Array:
+        """The log signal-to-noise ratio `lambda(t) = log(a(t) / std(t))`, decreasing in t.
+
+        Fast solvers step in lambda; EDM's noise level is `sigma(t) = exp(-lambda(t))`.
+        """
+        a, std = self.marginal(t)
+        return jnp.log(a) - jnp.log(std)
+
+    def log_snr_inverse(self, lam: ArrayLike) -> Array:
+        """The time t in `[0, T]` with `log_snr(t) = lam`, elementwise.
+
+        By bisection (lambda decreases in t) with optimistix here; VP, sub-VP and VE override it
+        with the closed form. `lam` must lie in `[log_snr(T), log_snr(0)]`.
+        """
+        lam = jnp.asarray(lam, dtype=jnp.result_type(float))
+        tol = 8 * jnp.finfo(lam.dtype).eps
+
+        def solve(level):
+            sol = optx.root_find(
+                lambda t, _: self.log_snr(t) - level,
+                optx.Bisection(rtol=tol, atol=1e-6 * tol * self.T, flip=True),
+                jnp.asarray(self.T / 2, lam.dtype),
+                options=dict(lower=jnp.zeros((), lam.dtype), upper=jnp.asarray(self.T, lam.dtype)),
+                max_steps=256,
+                throw=False,
+            )
+            return sol.value
+
+        return jax.vmap(solve)(lam.reshape(-1)).reshape(lam.shape)
+
     def importance_time(self, u: ArrayLike, eps: float) -> tuple[Array, Array]:
         """Times for likelihood weighting, `t ~ q(t) ∝ g(t)^2 / std(t)^2` on `[eps, T]`.
 
@@ -282,6 +313,10 @@ class VPSDE(AbstractLinearBetaSDE):
         b = self.integrated_beta(t)
         return jnp.exp(-0.5 * b), jnp.sqrt(-jnp.expm1(-b))
 
+    def log_snr_inverse(self, lam):
+        """`lambda = -log(e^B - 1) / 2`, so `B = log(1 + e^{-2 lambda})`, then `t = B^{-1}`."""
+        return self.inverse_integrated_beta(jax.nn.softplus(-2.0 * jnp.asarray(lam)))
+
     def transition(self, s, t):
         db = self.integrated_beta(t) - self.integrated_beta(s)
         return jnp.exp(-0.5 * db), jnp.sqrt(-jnp.expm1(-db))
@@ -310,6 +345,10 @@ class SubVPSDE(AbstractLinearBetaSDE):
     def marginal(self, t):
         b = self.integrated_beta(t)
         return jnp.exp(-0.5 * b), -jnp.expm1(-b)
+
+    def log_snr_inverse(self, lam):
+        """`lambda = -log(2 sinh(B / 2))`, so `B = 2 asinh(e^{-lambda} / 2)`, then `t = B^{-1}`."""
+        return self.inverse_integrated_beta(2.0 * jnp.arcsinh(0.5 * jnp.exp(-jnp.asarray(lam))))
 
 
 class VESDE(AbstractLinearSDE):
@@ -351,6 +390,11 @@ class VESDE(AbstractLinearSDE):
     def transition(self, s, t):
         sigma_s, sigma_t = self.sigma(s), self.sigma(t)
         return jnp.ones_like(sigma_t), jnp.sqrt(sigma_t**2 - sigma_s**2)
+
+    def log_snr_inverse(self, lam):
+        """`lambda = -log sigma(t)` is linear in t."""
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        return self.T * (-jnp.asarray(lam) - math.log(self.sigma_min)) / log_ratio
 
     def prior_std(self):
         return jnp.asarray(self.sigma_max)

@@ -83,27 +83,40 @@ def mixture_2d() -> sg.GaussianMixture:
     )
 
 
+def _labels(samples, mixture):
+    """Each sample's most likely component (the components are far apart)."""
+    samples = np.asarray(samples, np.float64)
+    assert np.all(np.isfinite(samples)), "samples contain non-finite values"
+    return samples, np.argmax(np.asarray(mixture.responsibilities(jnp.asarray(samples))), axis=1)
+
+
+def assert_mixture_weights(samples, mixture: sg.GaussianMixture, z: float = 4.5):
+    """The share of samples nearest each component is its weight, within z binomial s.e."""
+    samples, labels = _labels(samples, mixture)
+    weights = np.asarray(mixture.components()[0], np.float64)
+    n = len(samples)
+    for k, w in enumerate(weights):
+        w_hat = np.mean(labels == k)
+        w_se = np.sqrt(w * (1 - w) / n)
+        assert abs(w_hat - w) <= z * w_se, (
+            f"component {k}: weight {w_hat:.4f} vs {w:.4f} (tolerance {z * w_se:.4f})"
+        )
+    return samples, labels
+
+
 def assert_mixture_samples(samples, mixture: sg.GaussianMixture, z: float = 4.5, bias: float = 0.0):
     """Component weights, means and variances of `samples` match `mixture`.
 
     Each sample is assigned to its most likely component (the components are far apart, so
     misassignment is negligible). Tolerances are z standard errors: binomial for weights,
     `sqrt(var / n_k)` for means, `var sqrt(2 / (n_k - 1))` for variances; `bias` allows
-    for a known discretization error of the sampler.
+    for a known discretization error of the sampler in means and variances.
     """
-    samples = np.asarray(samples, np.float64)
-    assert np.all(np.isfinite(samples)), "samples contain non-finite values"
-    weights, means, variances = (np.asarray(a, np.float64) for a in mixture.components())
-    labels = np.argmax(np.asarray(mixture.responsibilities(jnp.asarray(samples))), axis=1)
-    n = len(samples)
-    for k in range(len(weights)):
+    samples, labels = assert_mixture_weights(samples, mixture, z)
+    _, means, variances = (np.asarray(a, np.float64) for a in mixture.components())
+    for k in range(len(means)):
         members = samples[labels == k]
         n_k = len(members)
-        w_hat = n_k / n
-        w_se = np.sqrt(weights[k] * (1 - weights[k]) / n)
-        assert abs(w_hat - weights[k]) <= z * w_se + bias, (
-            f"component {k}: weight {w_hat:.4f} vs {weights[k]:.4f} (tolerance {z * w_se:.4f})"
-        )
         mean_hat = members.mean(axis=0)
         mean_tol = z * np.sqrt(variances[k] / n_k) + bias
         assert np.all(np.abs(mean_hat - means[k]) <= mean_tol), (

@@ -1,6 +1,20 @@
-"""Samplers: predictor-corrector, probability-flow ODE and reverse SDE."""
+"""Samplers: predictor-corrector, probability-flow ODE, reverse SDE and fast ODE solvers."""
 
 from .correctors import CORRECTORS, AbstractCorrector, LangevinCorrector, get_corrector
+from .fast import (
+    DDIM,
+    FAST_SOLVERS,
+    GRIDS,
+    AbstractFastSolver,
+    AbstractMultistepSolver,
+    DPMSolver,
+    DPMSolverMultistep,
+    HeunEDM,
+    UniPC,
+    get_fast_solver,
+    sample_fast,
+    time_grid,
+)
 from .ode import ode_flow, sample_ode
 from .pc import sample_pc
 from .predictors import (
@@ -14,6 +28,18 @@ from .predictors import (
 from .sde import sample_sde
 
 __all__ = [
+    "AbstractFastSolver",
+    "AbstractMultistepSolver",
+    "DDIM",
+    "DPMSolver",
+    "DPMSolverMultistep",
+    "FAST_SOLVERS",
+    "GRIDS",
+    "HeunEDM",
+    "UniPC",
+    "get_fast_solver",
+    "sample_fast",
+    "time_grid",
     "AbstractCorrector",
     "AbstractPredictor",
     "AncestralSampling",
