@@ -26,18 +26,22 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.eps = 1e-5  # smallest training time
 
     config.sampling = sampling = ml_collections.ConfigDict()
-    sampling.method = "pc"  # pc | ode | sde
+    sampling.method = "pc"  # pc | ode | sde | fast
     sampling.predictor = "euler_maruyama"  # euler_maruyama | reverse_diffusion | ancestral | none
     sampling.corrector = "none"  # langevin | none
     sampling.n_steps_each = 1
     sampling.noise_removal = True
     sampling.snr = 0.16
-    sampling.num_steps = 0  # 0: model.num_scales
+    sampling.num_steps = 0  # 0: model.num_scales (method "fast": 20)
     sampling.eps = 1e-3
     sampling.ode_solver = "tsit5"
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
     sampling.sde_solver = "euler"
+    # method "fast": a solver of sg.sample_fast, its time grid and steps (num_steps 0: 20);
+    # solver fields (e.g. DDIM's eta) go in sampling.fast_options, a dict.
+    sampling.fast_solver = "dpm_solver_3m"
+    sampling.grid = "logsnr"  # logsnr | uniform | karras | quadratic
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.checkpoint = "latest"  # latest | all | a step number

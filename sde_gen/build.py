@@ -35,13 +35,23 @@ from .losses import (
     UniformTime,
     Weighting,
 )
-from .sampling import get_corrector, get_predictor, sample_ode, sample_pc, sample_sde
+from .sampling import (
+    GRIDS,
+    get_corrector,
+    get_fast_solver,
+    get_predictor,
+    sample_fast,
+    sample_ode,
+    sample_pc,
+    sample_sde,
+)
 from .score import ModelScore
 from .sde import VESDE, VPSDE, AbstractLinearSDE, SubVPSDE
 
 SDES = ("vpsde", "subvpsde", "vesde")
 OPTIMIZERS = ("adam", "adamw")
-SAMPLING_METHODS = ("pc", "ode", "sde")
+SAMPLING_METHODS = ("pc", "ode", "sde", "fast")
+FAST_DEFAULT_STEPS = 20
 # Keys of config.model that configure the SDE, the EMA or the score wrapper, not the network.
 NON_NETWORK_KEYS = frozenset(
     {
@@ -207,40 +217,82 @@ def get_dataset(config, split: str, batch_size: int, **kw):
 Sampler = Callable[[jax.Array, ModelScore, tuple], tuple]
 
 
-def get_sampler(config, sde: AbstractLinearSDE) -> Sampler:
-    """`sample(key, score_fn, shape) -> (x, nfe)` as `config.sampling` says: "pc" (predictor,
-    corrector, snr, n_steps_each, noise_removal), "ode" (adaptive `ode_solver` with
-    rtol/atol) or "sde" (reverse SDE with `sde_solver`); `num_steps` defaults to
-    `model.num_scales`, `eps` to 1e-3."""
+def sampler_settings(config) -> dict:
+    """The settings of `config.sampling`'s method with the defaults filled in: what
+    `get_sampler` builds and what the eval report records.
+
+    "pc": predictor, corrector, snr, n_steps_each, num_steps (default `model.num_scales`);
+    "ode": adaptive `ode_solver` with rtol/atol; "sde": reverse SDE with `sde_solver` and
+    num_steps; "fast": `fast_solver` (a name of `sg.sample_fast`, default "dpm_solver_3m"),
+    `grid` (default "logsnr"), num_steps (default 20) and `fast_options` (solver fields such
+    as `eta` for DDIM). All take `eps` (1e-3) and `noise_removal` (final Tweedie step).
+    """
     s = config.sampling
     method = _choose(config, "sampling.method", SAMPLING_METHODS)
-    num_steps = int(s.get("num_steps", None) or config.model.num_scales)
-    eps = float(s.get("eps", 1e-3))
-    denoise = bool(s.get("noise_removal", True))
+    out = {
+        "method": method,
+        "eps": float(s.get("eps", 1e-3)),
+        "denoise": bool(s.get("noise_removal", True)),
+    }
+    steps = s.get("num_steps", None)
+    if method == "pc":
+        out.update(
+            predictor=s.get("predictor", "euler_maruyama"),
+            corrector=s.get("corrector", "none"),
+            snr=float(s.get("snr", 0.16)),
+            n_steps_each=int(s.get("n_steps_each", 1)),
+            num_steps=int(steps or config.model.num_scales),
+        )
+    elif method == "ode":
+        out.update(
+            solver=s.get("ode_solver", "tsit5"),
+            rtol=float(s.get("rtol", 1e-5)),
+            atol=float(s.get("atol", 1e-5)),
+        )
+    elif method == "sde":
+        out.update(
+            solver=s.get("sde_solver", "euler"), num_steps=int(steps or config.model.num_scales)
+        )
+    else:
+        options = s.get("fast_options", None)
+        out.update(
+            solver=s.get("fast_solver", "dpm_solver_3m"),
+            grid=s.get("grid", "logsnr"),
+            num_steps=int(steps or FAST_DEFAULT_STEPS),
+            options=dict(options.to_dict() if hasattr(options, "to_dict") else options or {}),
+        )
+    return out
+
+
+def get_sampler(config, sde: AbstractLinearSDE) -> Sampler:
+    """`sample(key, score_fn, shape) -> (x, nfe)` as `config.sampling` says (see
+    `sampler_settings`). Bad values raise `ConfigError` here, before any sampling."""
+    st = sampler_settings(config)
+    eps, denoise = st["eps"], st["denoise"]
     try:
-        if method == "pc":
-            predictor = get_predictor(s.get("predictor", "euler_maruyama"))
-            corrector = get_corrector(
-                s.get("corrector", "none"), float(s.get("snr", 0.16)), int(s.n_steps_each)
-            )
+        if st["method"] == "pc":
+            predictor = get_predictor(st["predictor"])
+            corrector = get_corrector(st["corrector"], st["snr"], st["n_steps_each"])
             return lambda key, score_fn, shape: sample_pc(
                 key, sde, score_fn, shape, predictor, corrector,
-                num_steps=num_steps, eps=eps, denoise=denoise,
+                num_steps=st["num_steps"], eps=eps, denoise=denoise,
             )  # fmt: skip
-        if method == "ode":
-            solver, rtol, atol = (
-                s.get("ode_solver", "tsit5"),
-                s.get("rtol", 1e-5),
-                s.get("atol", 1e-5),
-            )
+        if st["method"] == "ode":
             return lambda key, score_fn, shape: sample_ode(
-                key, sde, score_fn, shape, solver, rtol, atol, eps=eps, denoise=denoise
+                key, sde, score_fn, shape, st["solver"], st["rtol"], st["atol"], eps=eps,
+                denoise=denoise,
+            )  # fmt: skip
+        if st["method"] == "sde":
+            return lambda key, score_fn, shape: sample_sde(
+                key, sde, score_fn, shape, st["solver"], st["num_steps"], eps=eps, denoise=denoise
             )
-        solver = s.get("sde_solver", "euler")
-        return lambda key, score_fn, shape: sample_sde(
-            key, sde, score_fn, shape, solver, num_steps, eps=eps, denoise=denoise
-        )
-    except ValueError as error:
+        solver = get_fast_solver(st["solver"], **st["options"])
+        choose("time grid", st["grid"], GRIDS)
+        return lambda key, score_fn, shape: sample_fast(
+            key, sde, score_fn, shape, solver, st["num_steps"], grid=st["grid"], eps=eps,
+            denoise=denoise,
+        )  # fmt: skip
+    except (ValueError, TypeError) as error:
         raise ConfigError(f"config.sampling: {error}") from None
 
 

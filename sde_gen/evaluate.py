@@ -308,20 +308,6 @@ def to_bits(logp, x_shape, info) -> np.ndarray:
     return np.asarray(-logp / (math.prod(x_shape[1:]) * math.log(2)))
 
 
-def _sampler_description(config) -> dict:
-    s = config.sampling
-    out = {"method": s.method}
-    if s.method == "pc":
-        out.update(predictor=s.predictor, corrector=s.corrector, snr=s.snr)
-        out["num_steps"] = int(s.get("num_steps", 0) or config.model.num_scales)
-    elif s.method == "ode":
-        out.update(solver=s.get("ode_solver", "tsit5"), rtol=s.rtol, atol=s.atol)
-    else:
-        out.update(solver=s.get("sde_solver", "euler"))
-        out["num_steps"] = int(s.get("num_steps", 0) or config.model.num_scales)
-    return out
-
-
 def _info(config):
     _, info = build.get_dataset(config, "test", 1, shuffle=False, num_epochs=1, num_devices=1)
     return info
@@ -348,7 +334,7 @@ def evaluate(config, workdir: str) -> list[dict]:
     for step in checkpoint_steps(config, workdir):
         t0 = time.perf_counter()
         params = load_ema_params(config, workdir, step, info.shape)
-        report = {"step": step, "sampler": _sampler_description(config)}
+        report = {"step": step, "sampler": build.sampler_settings(config)}
         if config.eval.get("enable_sampling", True):
             samples, timing = generate_samples(config, workdir, step, params, info)
             report.update(num_samples=int(len(samples)), **timing)

@@ -14,6 +14,7 @@ from oracles import (
 )
 
 import sde_gen as sg
+from sde_gen import build
 from sde_gen.sampling import FAST_SOLVERS, GRIDS, get_fast_solver
 
 EPS = 1e-3
@@ -335,3 +336,54 @@ def test_unknown_method_lists_the_valid_ones():
 def test_bad_solver_settings_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+# ------------------------------------------------------------------------------------
+# From a config
+
+
+def _config(**sampling):
+    from configs.vp_digits import get_config
+
+    config = get_config()
+    config.sampling.method = "fast"
+    config.sampling.num_steps = 0
+    for key, value in sampling.items():
+        config.sampling[key] = value
+    return config
+
+
+def test_config_selects_a_fast_solver_with_its_options():
+    config = _config(fast_solver="ddim", fast_options={"eta": 1.0}, num_steps=12, grid="karras")
+    settings = build.sampler_settings(config)
+    assert settings == {
+        "method": "fast", "eps": 1e-3, "denoise": True, "solver": "ddim", "grid": "karras",
+        "num_steps": 12, "options": {"eta": 1.0},
+    }  # fmt: skip
+    sde, mixture = sg.VPSDE(), mixture_2d()
+    sampler = build.get_sampler(config, sde)
+    x, nfe = sampler(jax.random.key(0), mixture.score_fn(sde), (8, 2))
+    assert x.shape == (8, 2) and nfe == 13  # 12 steps and the final Tweedie step
+    # eta = 1 draws noise: another key, another sample
+    assert not np.allclose(x, sampler(jax.random.key(1), mixture.score_fn(sde), (8, 2))[0])
+
+
+def test_config_fast_defaults():
+    settings = build.sampler_settings(_config())
+    assert (settings["solver"], settings["grid"], settings["num_steps"]) == (
+        "dpm_solver_3m", "logsnr", 20,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "sampling, message",
+    [
+        (dict(fast_solver="dpm"), "unknown fast sampling method 'dpm'"),
+        (dict(grid="log"), "unknown time grid 'log'"),
+        (dict(fast_solver="ddim", fast_options={"eta": 2.0}), "DDIM: eta must lie in"),
+        (dict(fast_solver="unipc", fast_options={"eta": 1.0}), "unknown option"),
+    ],
+)
+def test_bad_fast_sampling_config_fails_in_check_config(sampling, message):
+    with pytest.raises(build.ConfigError, match=f"config.sampling: {message}"):
+        build.check_config(_config(**sampling))
