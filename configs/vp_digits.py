@@ -8,7 +8,7 @@ Leaves `checkpoints/`, `metrics.jsonl`, `loss.png` and `samples/step_<n>.png` in
     python launch.py --config=configs/vp_digits.py --mode=eval --workdir=runs/digits
 
 evaluates it: 1,000 samples, FID/KID in the feature space of a digits classifier the
-framework trains once, and bits/dim of the test split (`eval/report_<step>.json`).
+framework trains once, and bits/dim of the test split (`eval/report_<run>.json`).
 """
 
 from configs.default_cifar import get_default_configs

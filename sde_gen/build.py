@@ -264,6 +264,21 @@ def sampler_settings(config) -> dict:
     return out
 
 
+def sampler_name(settings: dict) -> str:
+    """A short readable name of `sampler_settings`, e.g. "pc-euler_maruyama-none-500" or
+    "fast-dpm_solver_3m-logsnr-20" (file names of eval outputs start with it)."""
+    method = settings["method"]
+    if method == "pc":
+        parts = (settings["predictor"], settings["corrector"], settings["num_steps"])
+    elif method == "ode":
+        parts = (settings["solver"], f"{settings['rtol']:g}")
+    elif method == "sde":
+        parts = (settings["solver"], settings["num_steps"])
+    else:
+        parts = (settings["solver"], settings["grid"], settings["num_steps"])
+    return "-".join(str(p).lower() for p in (method, *parts))
+
+
 def get_sampler(config, sde: AbstractLinearSDE) -> Sampler:
     """`sample(key, score_fn, shape) -> (x, nfe)` as `config.sampling` says (see
     `sampler_settings`). Bad values raise `ConfigError` here, before any sampling."""

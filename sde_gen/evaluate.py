@@ -2,8 +2,9 @@
 
 - **Samples** from the EMA parameters with the config's sampler, in batches of
   `eval.batch_size` sharded over local devices with `pmap`. Each finished batch is written
-  to `eval/samples_<step>/batch_<i>.npz` at once, so an interrupted evaluation resumes
-  without redoing it; a PNG grid of the first batch sits beside them.
+  to `eval/samples_<run>/batch_<i>.npz` at once, so an interrupted evaluation resumes
+  without redoing it; a PNG grid of the first batch sits beside them. `<run>` is
+  `<step>_<sampler>_<hash>` (`run_name`): each sampler keeps its own samples and report.
 - **Sample quality** in a feature space chosen by `eval.features`: "inception" (FID, KID,
   Inception Score with the standard FID network, weights from `eval.inception_weights`),
   "classifier" (a small CNN trained by the framework on the data set's labels: FID/KID in
@@ -13,12 +14,13 @@
 - **Likelihood**: bits/dim over `eval.bpd_dataset` with the probability-flow ODE
   (Hutchinson or exact divergence), uniform dequantization repeated `eval.bpd_repeats`
   times, mean and standard error.
-- **Report**: `eval/report_<step>.json` with the metrics, sampler, NFE, number of samples
+- **Report**: `eval/report_<run>.json` with the metrics, sampler, NFE, number of samples
   and timings, for the latest, a given, or every checkpoint (`eval.checkpoint`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -79,6 +81,22 @@ def load_ema_params(config, workdir: str, step: int, shape: tuple[int, ...]):
     return state.ema_params
 
 
+def run_name(config, step: int) -> str:
+    """`<step>_<sampler>_<hash>`: names the samples folder and the report of one evaluation.
+
+    The hash covers everything the sample batches depend on (sampler settings, batch size,
+    seed), so another sampler never reuses, or overwrites, another's samples or report.
+    """
+    settings = build.sampler_settings(config)
+    key = json.dumps([settings, int(config.eval.batch_size), int(config.seed)], sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:6]
+    return f"{step}_{build.sampler_name(settings)}_{digest}"
+
+
+def samples_folder(config, workdir: str, step: int) -> str:
+    return os.path.join(workdir, "eval", f"samples_{run_name(config, step)}")
+
+
 def generate_samples(config, workdir: str, step: int, ema_params, info) -> tuple[np.ndarray, dict]:
     """`eval.num_samples` samples from checkpoint `step`, resumable per batch."""
     sde, model = build.get_sde(config), build.get_model(config)
@@ -88,7 +106,7 @@ def generate_samples(config, workdir: str, step: int, ema_params, info) -> tuple
     if batch % n_dev:
         raise ValueError(f"config.eval.batch_size={batch} must be divisible by {n_dev} devices")
     num_batches = math.ceil(int(config.eval.num_samples) / batch)
-    folder = os.path.join(workdir, "eval", f"samples_{step}")
+    folder = samples_folder(config, workdir, step)
     os.makedirs(folder, exist_ok=True)
 
     def sample_one(key, params):
@@ -320,13 +338,13 @@ def sample(config, workdir: str) -> list[str]:
     for step in checkpoint_steps(config, workdir):
         params = load_ema_params(config, workdir, step, info.shape)
         generate_samples(config, workdir, step, params, info)
-        folders.append(os.path.join(workdir, "eval", f"samples_{step}"))
+        folders.append(samples_folder(config, workdir, step))
         logging.info("samples of step %d in %s", step, folders[-1])
     return folders
 
 
 def evaluate(config, workdir: str) -> list[dict]:
-    """`--mode=eval`: a report per selected checkpoint, `eval/report_<step>.json`."""
+    """`--mode=eval`: a report per selected checkpoint, `eval/report_<run name>.json`."""
     build.check_config(config)
     info, reports = _info(config), []
     sde, model = build.get_sde(config), build.get_model(config)
@@ -345,7 +363,7 @@ def evaluate(config, workdir: str) -> list[dict]:
             key = jax.random.fold_in(jax.random.key(int(config.seed) + 2), step)
             report.update(likelihood(config, workdir, score_fn, sde, key))
         report["seconds"] = time.perf_counter() - t0
-        path = os.path.join(workdir, "eval", f"report_{step}.json")
+        path = os.path.join(workdir, "eval", f"report_{run_name(config, step)}.json")
         with open(path, "w") as f:
             json.dump(report, f, indent=2)
         logging.info("step %d: %s -> %s", step, json.dumps(report), path)

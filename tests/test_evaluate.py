@@ -58,7 +58,9 @@ def test_tiny_digits_run_then_eval_writes_a_report_and_grid(tmp_path):
     config = tiny_digits_config()
     train.train_and_evaluate(config, workdir)
     (report,) = evaluate.evaluate(config, workdir)
-    saved = json.loads((tmp_path / "run" / "eval" / "report_20.json").read_text())
+    name = evaluate.run_name(config, 20)
+    assert name.startswith("20_pc-euler_maruyama-none-20_")
+    saved = json.loads((tmp_path / "run" / "eval" / f"report_{name}.json").read_text())
     assert saved.keys() == report.keys() and saved["classifier_fid"] == report["classifier_fid"]
     assert report["features"] == "classifier" and report["num_samples"] == 64
     assert report["nfe"] == 20 and report["sampler"]["predictor"] == "euler_maruyama"
@@ -69,13 +71,24 @@ def test_tiny_digits_run_then_eval_writes_a_report_and_grid(tmp_path):
     assert report["classifier_fid"] > 0
     assert report["classifier_test_accuracy"] > 0.8
     assert 0 < report["bpd"] < 20
-    assert os.path.getsize(tmp_path / "run" / "eval" / "samples_20" / "grid.png") > 0
+    assert os.path.getsize(tmp_path / "run" / "eval" / f"samples_{name}" / "grid.png") > 0
 
     # Resumable: a second run reuses every finished sample batch and the cached classifier.
     config.eval.enable_bpd = False
     (again,) = evaluate.evaluate(config, workdir)
     assert again["batches_sampled_now"] == 0
     assert again["classifier_fid"] == pytest.approx(report["classifier_fid"])
+
+    # A fast sampler on the same checkpoint keeps its own samples and report.
+    config.sampling.method, config.sampling.num_steps = "fast", 10
+    (fast,) = evaluate.evaluate(config, workdir)
+    assert fast["nfe"] == 11 and fast["batches_sampled_now"] == 2  # 10 steps + Tweedie
+    assert fast["sampler"]["solver"] == "dpm_solver_3m" and np.isfinite(fast["classifier_fid"])
+    fast_name = evaluate.run_name(config, 20)
+    assert fast_name.startswith("20_fast-dpm_solver_3m-logsnr-10_")
+    assert (tmp_path / "run" / "eval" / f"report_{fast_name}.json").exists()
+    kept = json.loads((tmp_path / "run" / "eval" / f"report_{name}.json").read_text())
+    assert kept["classifier_fid"] == report["classifier_fid"]
     check_error_paths(tmp_path / "empty", workdir)
 
 
