@@ -10,6 +10,7 @@ DOCS = [
     "README.md",
     "docs/quickstart.md",
     "docs/concepts.md",
+    "docs/sampling.md",
     "docs/training.md",
     "docs/evaluation.md",
 ]

@@ -1,0 +1,129 @@
+"""Sample quality against NFE for a trained model: PC, adaptive Tsit5 and every fast solver.
+
+    python benchmarks/sampler_fid.py --workdir=runs/digits [--config=configs/vp_digits.py]
+        [--num-samples 1000] [--budgets 10,20] [--pc-steps 1000] [--plot docs/sampler_fid.png]
+
+Evaluates the run's latest checkpoint the way `--mode=eval` does (EMA parameters, the
+config's feature space: the digits classifier for digits) with each sampler in turn:
+predictor-corrector (Euler-Maruyama, `--pc-steps` steps), the PF-ODE with adaptive Tsit5
+(rtol = atol = 1e-5), and every `sg.sample_fast` method on the log-SNR grid (plus EDM's Heun
+on its own Karras grid) at each NFE budget of `--budgets`, final Tweedie step included in
+the budget. Samples are cached per sampler in the run's `eval/` folder (a rerun only
+recomputes the metrics). Also reports the same metric for held-out real data (the training
+split against the reference split): the floor that sampler error cannot go below.
+
+Prints a markdown table and writes a PNG plot of FID against NFE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import sys
+import time
+
+import jax
+from matplotlib.figure import Figure
+
+from sde_gen import evaluate
+from sde_gen.sampling import FAST_SOLVERS
+
+
+def load_config(path: str):
+    # config files import their shared defaults as `configs.<name>`: put their root on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path))))
+    spec = importlib.util.spec_from_file_location("benchmark_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def samplers(budgets, pc_steps):
+    """(label, config.sampling overrides) for every sampler of the table."""
+    yield f"PC Euler-Maruyama, {pc_steps} steps", dict(method="pc", num_steps=pc_steps)
+    yield "Tsit5, rtol=atol=1e-5", dict(method="ode", ode_solver="tsit5", rtol=1e-5, atol=1e-5)
+    runs = [(name, "logsnr") for name in FAST_SOLVERS] + [("heun_edm", "karras")]
+    for name, grid in runs:
+        per_step = FAST_SOLVERS[name].evals_per_step
+        for budget in budgets:
+            steps = (budget - 1) // per_step  # one evaluation for the final Tweedie step
+            if steps >= 1:
+                yield (
+                    f"{name} ({grid})",
+                    dict(method="fast", fast_solver=name, grid=grid, num_steps=steps),
+                )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, help="a finished training run")
+    parser.add_argument("--config", default="configs/vp_digits.py")
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--budgets", default="10,20", help="NFE budgets of the fast solvers")
+    parser.add_argument("--pc-steps", type=int, default=1000)
+    parser.add_argument("--plot", default="docs/sampler_fid.png")
+    args = parser.parse_args(argv)
+    budgets = [int(b) for b in args.budgets.split(",")]
+
+    config = load_config(args.config)
+    config.eval.num_samples = args.num_samples
+    info = evaluate._info(config)
+    step = evaluate.checkpoint_steps(config, args.workdir)[-1]
+    params = evaluate.load_ema_params(config, args.workdir, step, info.shape)
+    space = evaluate.FeatureSpace(config, args.workdir, info)
+    prefix = {"inception": "", "classifier": "classifier_", "data": "data_"}[space.kind]
+
+    print(f"# Sample quality vs NFE: {args.workdir} step {step}, {args.num_samples} samples")
+    print(
+        f"# {platform.processor() or platform.machine()}, jax {jax.__version__} on "
+        f"{jax.devices()[0].platform} x {jax.local_device_count()}\n"
+    )
+    print(f"| sampler | NFE | {prefix}fid | {prefix}kid | seconds (incl. compile) |")
+    print("|---|---:|---:|---:|---:|")
+    rows = []
+    for label, overrides in samplers(budgets, args.pc_steps):
+        for key, value in overrides.items():
+            config.sampling[key] = value
+        start = time.perf_counter()
+        samples, timing = evaluate.generate_samples(config, args.workdir, step, params, info)
+        seconds = time.perf_counter() - start
+        quality = evaluate.sample_quality(config, args.workdir, samples, info, space)
+        fid, kid = quality[f"{prefix}fid"], quality[f"{prefix}kid"]
+        nfe = int(timing["nfe"])
+        cached = " (cached)" if timing["batches_sampled_now"] == 0 else ""
+        print(f"| {label} | {nfe} | {fid:.2f} | {kid:.2f} | {seconds:.0f}{cached} |", flush=True)
+        rows.append((label, nfe, fid))
+
+    real, _, _ = evaluate._dataset_arrays(config, "train", args.num_samples)
+    floor = evaluate.sample_quality(config, args.workdir, real, info, space)[f"{prefix}fid"]
+    print(f"| real data (train split, {len(real)} examples) | - | {floor:.2f} | | |\n")
+    save_plot(args.plot, rows, floor, prefix + "fid")
+    print(f"plot: {args.plot}")
+
+
+def save_plot(path: str, rows, floor: float, metric: str) -> None:
+    fig = Figure(figsize=(7, 4.5), dpi=110)
+    ax = fig.add_subplot()
+    fast: dict[str, list[tuple[int, float]]] = {}
+    for label, nfe, fid in rows:
+        if "(" in label:
+            fast.setdefault(label, []).append((nfe, fid))
+        else:
+            ax.scatter([nfe], [fid], marker="s", s=40, label=label, zorder=3)
+    for label, points in fast.items():
+        nfes, fids = zip(*sorted(points))
+        ax.plot(nfes, fids, marker="o", label=label)
+    ax.axhline(floor, color="gray", linestyle="--", label="real data (floor)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("NFE (score evaluations per sample)")
+    ax.set_ylabel(metric)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, bbox_inches="tight")
+
+
+if __name__ == "__main__":
+    main()
