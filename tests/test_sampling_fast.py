@@ -307,6 +307,7 @@ def _call(**overrides):
         (dict(grid=jnp.asarray([1.0, 0.5, 0.1])), "num_steps \\+ 1 = 6 times"),
         (dict(grid=jnp.asarray([1.0, 0.5, 0.6, 0.2, 0.1, 0.01])), "decrease strictly"),
         (dict(x_init=jnp.zeros((3, 2))), "x_init has shape"),
+        (dict(grid=jnp.linspace(0.9, 0.1, 6)), "< T = 1.0 needs x_init"),
         (dict(sde=sg.ReverseSDE(sg.VPSDE(), lambda x, t: x)), "needs an AbstractLinearSDE"),
     ],
 )

@@ -568,8 +568,9 @@ def get_fast_solver(method: str | AbstractFastSolver, **options) -> AbstractFast
     return dataclasses.replace(solver, **options)
 
 
-def _check_grid(grid, sde, num_steps, eps):
-    """A grid name, or an explicit decreasing array of `num_steps + 1` times in (0, T]."""
+def _check_grid(grid, sde, num_steps, from_prior: bool):
+    """A grid name, or an explicit decreasing array of `num_steps + 1` times in (0, T]
+    (starting at T when the start is a prior draw)."""
     if isinstance(grid, str) or grid is None:
         choose("time grid", grid, GRIDS)
         return grid
@@ -585,6 +586,11 @@ def _check_grid(grid, sde, num_steps, eps):
             raise ValueError(
                 f"an explicit time grid must decrease strictly within (0, T = {sde.T}]; "
                 f"got {values}"
+            )
+        if from_prior and values[0] != sde.T:
+            raise ValueError(
+                f"an explicit time grid starting at {values[0]} < T = {sde.T} needs x_init: "
+                "the prior draw is a sample at T"
             )
     return ts
 
@@ -615,7 +621,7 @@ def sample_fast(
             as `DDIM(eta=1.0)` or `UniPC(solver_order=2, variant="bh2")`.
         num_steps: steps from T to eps.
         grid: "logsnr", "uniform", "karras" (with `rho`), "quadratic", or an explicit
-            decreasing array of `num_steps + 1` times.
+            decreasing array of `num_steps + 1` times (from T, or from the time of `x_init`).
         eps: the last time of the grid.
         x_init: start here instead of a prior draw (shape `shape`).
         denoise: end with Tweedie's `x0(x, eps)` (one more evaluation); None takes the
@@ -629,7 +635,7 @@ def sample_fast(
     sde = require_linear(sde, "sample_fast")
     num_steps = check_steps("num_steps", num_steps)
     shape, x_init = check_sampling(sde, score_fn, shape, eps, x_init)
-    grid = _check_grid(grid, sde, num_steps, eps)
+    grid = _check_grid(grid, sde, num_steps, from_prior=x_init is None)
     _check_rho(rho)
     denoise = solver.denoise if denoise is None else bool(denoise)
     x = _sample_fast(key, sde, score_fn, shape, solver, num_steps, grid, eps, rho, denoise, x_init)
