@@ -43,7 +43,7 @@ def tiny_digits_config():
     config = load_config("vp_digits")
     t = config.training
     t.n_iters, t.log_freq, t.snapshot_freq, t.snapshot_sampling = 20, 10, 20, False
-    config.sampling.num_steps = 20
+    config.sampling.method, config.sampling.num_steps = "pc", 20
     config.eval.update(
         batch_size=32, num_samples=64, classifier_steps=300, bpd_num_examples=32,
         bpd_batch_size=32, bpd_rtol=1e-3, bpd_atol=1e-3, reference_examples=297,
@@ -83,9 +83,9 @@ def test_tiny_digits_run_then_eval_writes_a_report_and_grid(tmp_path):
     config.sampling.method, config.sampling.num_steps = "fast", 10
     (fast,) = evaluate.evaluate(config, workdir)
     assert fast["nfe"] == 11 and fast["batches_sampled_now"] == 2  # 10 steps + Tweedie
-    assert fast["sampler"]["solver"] == "dpm_solver_3m" and np.isfinite(fast["classifier_fid"])
+    assert fast["sampler"]["solver"] == "unipc" and np.isfinite(fast["classifier_fid"])
     fast_name = evaluate.run_name(config, 20)
-    assert fast_name.startswith("20_fast-dpm_solver_3m-logsnr-10_")
+    assert fast_name.startswith("20_fast-unipc-logsnr-10_")
     assert (tmp_path / "run" / "eval" / f"report_{fast_name}.json").exists()
     kept = json.loads((tmp_path / "run" / "eval" / f"report_{name}.json").read_text())
     assert kept["classifier_fid"] == report["classifier_fid"]
