@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from oracles import (
@@ -367,10 +368,12 @@ def test_config_selects_a_fast_solver_with_its_options():
 
 
 def test_config_fast_defaults():
-    settings = build.sampler_settings(_config())
-    assert (settings["solver"], settings["grid"], settings["num_steps"]) == (
-        "dpm_solver_3m", "logsnr", 20,
-    )  # fmt: skip
+    """A config that only says method="fast" gets DPM-Solver-3 (multistep) in 20 steps."""
+    config = ml_collections.ConfigDict({"sampling": {"method": "fast"}, "model": {}})
+    assert build.sampler_settings(config) == {
+        "method": "fast", "eps": 1e-3, "denoise": True, "solver": "dpm_solver_3m",
+        "grid": "logsnr", "num_steps": 20, "options": {},
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

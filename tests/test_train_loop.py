@@ -204,7 +204,7 @@ def test_toy_2d_run_samples_the_mixture_weights(tmp_path):
         (dict(training="sde", value="cld"), "unknown config.training.sde 'cld'; choose one of vp"),
         (dict(optim="optimizer", value="SGD"), "unknown config.optim.optimizer 'SGD'"),
         (dict(training="batch_size", value=12), "batch_size=12 must be divisible by the number"),
-        (dict(sampling="predictor", value="heun"), "unknown predictor 'heun'"),
+        (dict(sampling="fast_solver", value="heun"), "unknown fast sampling method 'heun'"),
         (dict(model="nonlinearity", value="gelu"), "unknown nonlinearity 'gelu'"),
         (dict(data="dataset", value="imagenet"), "unknown config.data.dataset 'imagenet'"),
         (dict(model="ema_rate", value=1.0), "ema_rate must lie in"),
