@@ -97,6 +97,13 @@ def test_time_grids_are_uniform_in_their_variable(sde):
             np.testing.assert_allclose(steps, steps[0], rtol=1e-8, err_msg=grid)
 
 
+def test_time_grid_checks_its_arguments():
+    with pytest.raises(ValueError, match="eps must satisfy 0 < eps < T"):
+        sg.time_grid(sg.VPSDE(), 10, eps=1.5)
+    with pytest.raises(ValueError, match="unknown time grid 'edm'"):
+        sg.time_grid(sg.VPSDE(), 10, "edm")
+
+
 def test_karras_grid_takes_rho():
     sde = sg.VESDE()
     with jax.enable_x64(True):

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from .._checks import check_sampling, check_steps, choose, is_concrete
+from .._checks import check_eps, check_sampling, check_steps, choose, is_concrete
 from ..score import ScoreFn
 from ..sde import AbstractLinearSDE, AbstractSDE, batch_broadcast, batch_times
 from .predictors import require_linear
@@ -106,6 +106,7 @@ def time_grid(
     require_linear(sde, "time_grid")
     choose("time grid", grid, GRIDS)
     num_steps = check_steps("num_steps", num_steps)
+    check_eps(eps, sde.T)
     _check_rho(rho)
     return _make_grid(sde, num_steps, grid, eps, rho)
 
