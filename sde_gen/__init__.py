@@ -10,7 +10,14 @@ provide exact ones.
     x, nfe = sg.sample_ode(key, sde, data.score_fn(sde), (512, 2))
 """
 
-from .analytic import AbstractAnalyticDensity, ExactScore, Gaussian, GaussianMixture
+from .analytic import (
+    AbstractAnalyticDensity,
+    ExactScore,
+    Gaussian,
+    GaussianMixture,
+    MultivariateGaussian,
+)
+from .guidance import classifier_free_guidance, classifier_guidance
 from .likelihood import bits_per_dim, exact_divergence, hutchinson_divergence, log_likelihood
 from .losses import (
     AbstractTimeSampler,
@@ -36,7 +43,10 @@ from .sampling import (
     ReverseDiffusion,
     UniPC,
     ode_flow,
+    sample_colorize,
     sample_fast,
+    sample_impute,
+    sample_inpaint,
     sample_ode,
     sample_pc,
     sample_sde,
@@ -56,6 +66,12 @@ from .sde import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MultivariateGaussian",
+    "classifier_free_guidance",
+    "classifier_guidance",
+    "sample_colorize",
+    "sample_impute",
+    "sample_inpaint",
     "AbstractTimeSampler",
     "DiscreteTime",
     "ImportanceTime",

@@ -78,6 +78,12 @@ class AbstractAnalyticDensity(eqx.Module):
         resp = jax.nn.softmax(log_terms, axis=1)[..., None]  # (B, K, 1)
         return jnp.sum(resp * comp_scores, axis=1).reshape(x.shape)
 
+    def log_responsibilities_t(
+        self, sde: AbstractLinearSDE, x: Float[Array, "batch *dims"], t: ArrayLike
+    ) -> Float[Array, "batch K"]:
+        """`log p_t(k | x)`: the exact noise-conditional classifier when class = component."""
+        return jax.nn.log_softmax(self._component_terms(x, sde, t)[0], axis=1)
+
     def log_prob(self, x: Float[Array, "batch *dims"]) -> Float[Array, " batch"]:
         """Log-density of the data (t = 0 of no SDE) per example."""
         return jax.nn.logsumexp(self._component_terms(x, None, None)[0], axis=1)
@@ -110,7 +116,7 @@ class ExactScore(eqx.Module):
     of the same structure without recompiling.
     """
 
-    density: AbstractAnalyticDensity
+    density: AbstractAnalyticDensity | MultivariateGaussian
     sde: AbstractLinearSDE
 
     def __call__(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Array:
@@ -209,3 +215,51 @@ class Gaussian(AbstractAnalyticDensity):
         scale_t = jnp.sqrt(per_example(a_t) ** 2 * self.variance + per_example(std_t) ** 2)
         z = (x - per_example(a_s) * self.mean) / scale_s
         return per_example(a_t) * self.mean + scale_t * z
+
+
+class MultivariateGaussian(eqx.Module):
+    """`N(mean, cov)` with a full covariance over vectors `(D,)`: correlated data for which
+    conditionals (imputation) are known in closed form. Under a linear SDE,
+    `p_t = N(a mean, a^2 cov + std^2 I)`."""
+
+    mean: Float[Array, " D"]
+    cov: Float[Array, "D D"]
+
+    def __init__(self, mean: ArrayLike, cov: ArrayLike):
+        mean = _as_array("mean", mean)
+        cov = _as_array("cov", cov)
+        if mean.ndim != 1 or cov.shape != (mean.shape[0],) * 2:
+            raise ValueError(
+                f"mean must be (D,) and cov (D, D); got shapes {mean.shape} and {cov.shape}"
+            )
+        if is_concrete(cov):
+            c = np.asarray(cov)
+            if not (np.allclose(c, c.T) and np.all(np.linalg.eigvalsh(c) > 0)):
+                raise ValueError("cov must be symmetric positive definite")
+        self.mean, self.cov = mean, cov
+
+    def score_t(self, sde: AbstractLinearSDE, x: Float[Array, "batch D"], t: ArrayLike):
+        """`-(a^2 cov + std^2 I)^{-1} (x - a mean)` per example, in cov's eigenbasis."""
+        x = check_x("x", x, (x.shape[0], self.mean.shape[0]))
+        a, var_t = (c.reshape(-1, 1) for c in _marginal_coeffs(sde, t, x))
+        eigvals, q = jnp.linalg.eigh(self.cov)
+        z = (x - a * self.mean) @ q
+        return -(z / (a**2 * eigvals + var_t)) @ q.T
+
+    def score_fn(self, sde: AbstractLinearSDE) -> ExactScore:
+        return ExactScore(self, sde)
+
+    def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n D"]:
+        return jax.random.multivariate_normal(key, self.mean, self.cov, (n,))
+
+    def conditional(self, x_known: ArrayLike, known: ArrayLike) -> tuple[Array, Array]:
+        """Mean and covariance of the unknown coordinates (`known` False) given x_known's
+        values on the known ones: `mu_u + S_uk S_kk^{-1} (x_k - mu_k)`,
+        `S_uu - S_uk S_kk^{-1} S_ku`."""
+        known = np.asarray(known, bool)
+        u, k = np.flatnonzero(~known), np.flatnonzero(known)
+        x_k = jnp.asarray(x_known)[..., k]
+        s_uk, s_kk = self.cov[np.ix_(u, k)], self.cov[np.ix_(k, k)]
+        gain = jnp.linalg.solve(s_kk, s_uk.T).T
+        mean = self.mean[u] + (x_k - self.mean[k]) @ gain.T
+        return mean, self.cov[np.ix_(u, u)] - gain @ s_uk.T

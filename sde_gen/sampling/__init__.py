@@ -15,6 +15,7 @@ from .fast import (
     sample_fast,
     time_grid,
 )
+from .impute import COLOR_BASIS, sample_colorize, sample_impute, sample_inpaint
 from .ode import ode_flow, sample_ode
 from .pc import sample_pc
 from .predictors import (
@@ -28,6 +29,10 @@ from .predictors import (
 from .sde import sample_sde
 
 __all__ = [
+    "COLOR_BASIS",
+    "sample_colorize",
+    "sample_impute",
+    "sample_inpaint",
     "AbstractFastSolver",
     "AbstractMultistepSolver",
     "DDIM",

@@ -59,12 +59,19 @@ def sample_pc(
     num_steps = check_steps("num_steps", num_steps)
     shape, x_init = check_sampling(sde, score_fn, shape, eps, x_init)
     x = _pc_loop(key, sde, score_fn, shape, predictor, corrector, num_steps, eps, denoise, x_init)
-    nfe = num_steps * ((predictor.nfe if predictor else 0) + (corrector.nfe if corrector else 0))
-    return x, nfe
+    return x, pc_nfe(predictor, corrector, num_steps)
+
+
+def pc_nfe(predictor, corrector, num_steps: int) -> int:
+    return num_steps * ((predictor.nfe if predictor else 0) + (corrector.nfe if corrector else 0))
 
 
 @eqx.filter_jit
-def _pc_loop(key, sde, score_fn, shape, predictor, corrector, num_steps, eps, denoise, x_init):
+def _pc_loop(
+    key, sde, score_fn, shape, predictor, corrector, num_steps, eps, denoise, x_init, project=None
+):
+    """The PC chain; `project(key, x, x_mean, t)`, when given, constrains the state after
+    each corrector (at t) and predictor step (at t_next), e.g. to impute known values."""
     init_key, loop_key = jax.random.split(key)
     x = sde.prior_sample(init_key, shape) if x_init is None else jnp.asarray(x_init)
     ts = jnp.linspace(sde.T, eps, num_steps, dtype=x.dtype)
@@ -77,8 +84,12 @@ def _pc_loop(key, sde, score_fn, shape, predictor, corrector, num_steps, eps, de
         x_mean = x
         if corrector is not None:
             x, x_mean = corrector(corrector_key, sde, score_fn, x, t, t_next)
+            if project is not None:
+                x, x_mean = project(jax.random.fold_in(corrector_key, 1), x, x_mean, t)
         if predictor is not None:
             x, x_mean = predictor(predictor_key, sde, score_fn, x, t, t_next)
+            if project is not None:
+                x, x_mean = project(jax.random.fold_in(predictor_key, 1), x, x_mean, t_next)
         return (x, x_mean), None
 
     keys = jax.random.split(loop_key, num_steps)
