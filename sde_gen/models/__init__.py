@@ -5,7 +5,9 @@ array shaped like x; `sde_gen.ModelScore` turns it into a score function.
 
 - `mlp`: a residual MLP for low-dimensional (toy) data;
 - `ncsnpp`: NCSN++ (score_sde's VE model), every score_sde option;
-- `ddpmpp`: DDPM++ (score_sde's VP / sub-VP model), the same network with DDPM++ defaults.
+- `ddpmpp`: DDPM++ (score_sde's VP / sub-VP model), the same network with DDPM++ defaults;
+- `adm`: the ADM U-Net of Dhariwal & Nichol (AdaGN, multi-head attention, BigGAN resampling,
+  optional class embedding); class labels are passed as `y=`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import jax
 import numpy as np
 
 from .._checks import choose
+from .adm import ADM
 from .ddpmpp import DDPMpp
 from .layers import GaussianFourierProjection, timestep_embedding
 from .mlp import MLP
 from .ncsnpp import NCSNpp
 
-MODELS = {"mlp": MLP, "ncsnpp": NCSNpp, "ddpmpp": DDPMpp}
+MODELS = {"mlp": MLP, "ncsnpp": NCSNpp, "ddpmpp": DDPMpp, "adm": ADM}
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
@@ -40,6 +43,7 @@ def count_params(variables) -> int:
 
 
 __all__ = [
+    "ADM",
     "MLP",
     "MODELS",
     "DDPMpp",
