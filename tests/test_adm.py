@@ -65,3 +65,29 @@ def test_bad_labels_are_refused(num_classes, y, message):
     model = models.get_model("adm", num_classes=num_classes, **SMALL)
     with pytest.raises(ValueError, match=message):
         model.init(jax.random.key(0), X, T, y=y)
+
+
+def test_noise_conditional_classifier_guides_a_fast_sampler():
+    """ADMClassifier's log-softmax is a `log_prob_y_fn`: its input gradient enters the score."""
+    import sde_gen as sg
+
+    clf = models.ADMClassifier(num_classes=10, **SMALL)
+    variables = _randomized(clf.init(jax.random.key(0), X, T))
+    logits = clf.apply(variables, X, T)
+    assert logits.shape == (3, 10)
+    assert not np.allclose(logits, clf.apply(variables, X, T + 200.0))  # time-conditional
+    sde = sg.VPSDE()
+    data = sg.Gaussian(jnp.zeros((8, 8, 1)), jnp.full((8, 8, 1), 0.5))
+    labels = jnp.asarray([0, 3, 7])
+
+    def log_prob_y(x, t):
+        logp = jax.nn.log_softmax(clf.apply(variables, x, 999.0 * t), -1)
+        return jnp.take_along_axis(logp, labels[:, None], 1)[:, 0]
+
+    guided = sg.classifier_guidance(data.score_fn(sde), log_prob_y, scale=2.0)
+    t = jnp.full((3,), 0.5)
+    assert float(jnp.abs(guided(X, t) - data.score_fn(sde)(X, t)).max()) > 0
+    x, nfe = sg.sample_fast(jax.random.key(2), sde, guided, X.shape, "dpm_solver++_2m", 4)
+    assert nfe == 4 and bool(jnp.all(jnp.isfinite(x)))
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        models.ADMClassifier(num_classes=1, **SMALL).init(jax.random.key(0), X, T)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from .._checks import choose
-from .adm import ADM
+from .adm import ADM, ADMClassifier
 from .ddpmpp import DDPMpp
 from .layers import GaussianFourierProjection, timestep_embedding
 from .mlp import MLP
@@ -44,6 +44,7 @@ def count_params(variables) -> int:
 
 __all__ = [
     "ADM",
+    "ADMClassifier",
     "MLP",
     "MODELS",
     "DDPMpp",

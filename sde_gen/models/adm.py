@@ -40,6 +40,52 @@ def _resample(x, direction: str | None):
     return x
 
 
+def _time_embedding(time_labels, nf):
+    emb = nn.Dense(4 * nf)(timestep_embedding(time_labels, nf))
+    return nn.Dense(4 * nf)(nn.silu(emb))
+
+
+def _class_embedding(y, batch, num_classes, null_class, emb):
+    n = num_classes + int(null_class)
+    if y is None:
+        raise ValueError(f"this ADM is class-conditional ({num_classes} classes): pass y")
+    y = jnp.asarray(y)
+    if y.shape != (batch,):
+        raise ValueError(f"y must hold one label per example, shape ({batch},); got {y.shape}")
+    if not isinstance(y, jax.core.Tracer) and not np.all(
+        (np.asarray(y) >= 0) & (np.asarray(y) < n)
+    ):
+        raise ValueError(f"class labels must lie in [0, {n}); got {np.asarray(y)}")
+    return nn.Embed(n, emb.shape[-1])(y)
+
+
+def _blocks(m):
+    """Constructors of the residual block and attention with the network's settings."""
+    block = lambda ch, resample=None: AdaGNResBlock(ch, resample, m.dropout, m.rescale)
+    attend = lambda h: MultiHeadAttention(m.head_channels, m.rescale)(h)
+    return block, attend
+
+
+def _encoder(m, x, emb, train):
+    """The U-Net's down path and middle block (shared by ADM and its classifier):
+    returns the lowest-resolution features and the skip activations."""
+    block, attend = _blocks(m)
+    h = conv3x3(x, m.nf)
+    skips = [h]
+    for level, mult in enumerate(m.ch_mult):
+        for _ in range(m.num_res_blocks):
+            h = block(m.nf * mult)(h, emb, train)
+            if h.shape[1] in m.attn_resolutions:
+                h = attend(h)
+            skips.append(h)
+        if level != len(m.ch_mult) - 1:
+            h = block(h.shape[-1], "down")(h, emb, train)
+            skips.append(h)
+    h = block(h.shape[-1])(h, emb, train)
+    h = attend(h)
+    return block(h.shape[-1])(h, emb, train), skips
+
+
 class AdaGNResBlock(nn.Module):
     """Residual block with AdaGN; `resample="up"|"down"` makes it BigGAN's resampling block."""
 
@@ -103,44 +149,13 @@ class ADM(nn.Module):
         train: bool = False,
         y: Int[Array, " batch"] | None = None,
     ) -> Float[Array, "batch H W C"]:
-        emb = timestep_embedding(time_labels, self.nf)
-        emb = nn.Dense(4 * self.nf)(emb)
-        emb = nn.Dense(4 * self.nf)(nn.silu(emb))
+        emb = _time_embedding(time_labels, self.nf)
         if self.num_classes:
-            n = self.num_classes + int(self.null_class)
-            if y is None:
-                raise ValueError(
-                    f"this ADM is class-conditional ({self.num_classes} classes): pass y"
-                )
-            y = jnp.asarray(y)
-            if y.shape != (x.shape[0],):
-                raise ValueError(
-                    f"y must hold one label per example, shape ({x.shape[0]},); got {y.shape}"
-                )
-            if not isinstance(y, jax.core.Tracer) and (
-                np.any(np.asarray(y) < 0) or np.any(np.asarray(y) >= n)
-            ):
-                raise ValueError(f"class labels must lie in [0, {n}); got {np.asarray(y)}")
-            emb = emb + nn.Embed(n, 4 * self.nf)(y)
+            emb = emb + _class_embedding(y, x.shape[0], self.num_classes, self.null_class, emb)
         elif y is not None:
             raise ValueError("y given, but this ADM has num_classes=0")
-
-        block = lambda ch, resample=None: AdaGNResBlock(ch, resample, self.dropout, self.rescale)
-        attend = lambda h: MultiHeadAttention(self.head_channels, self.rescale)(h)
-        h = conv3x3(x, self.nf)
-        skips = [h]
-        for level, mult in enumerate(self.ch_mult):
-            for _ in range(self.num_res_blocks):
-                h = block(self.nf * mult)(h, emb, train)
-                if h.shape[1] in self.attn_resolutions:
-                    h = attend(h)
-                skips.append(h)
-            if level != len(self.ch_mult) - 1:
-                h = block(h.shape[-1], "down")(h, emb, train)
-                skips.append(h)
-        h = block(h.shape[-1])(h, emb, train)
-        h = attend(h)
-        h = block(h.shape[-1])(h, emb, train)
+        h, skips = _encoder(self, x, emb, train)
+        block, attend = _blocks(self)
         for level, mult in reversed(list(enumerate(self.ch_mult))):
             for _ in range(self.num_res_blocks + 1):
                 h = block(self.nf * mult)(jnp.concatenate([h, skips.pop()], -1), emb, train)
@@ -151,3 +166,51 @@ class ADM(nn.Module):
         assert not skips
         h = nn.silu(group_norm(h))
         return conv3x3(h, x.shape[-1], init_scale=0.0)
+
+
+class AttentionPool(nn.Module):
+    """ADM's attention pooling: the mean token attends to all pixels (with learned
+    positional embeddings), `channels // head_channels` heads."""
+
+    head_channels: int = 64
+
+    @nn.compact
+    def __call__(self, h):
+        b, height, width, c = h.shape
+        tokens = h.reshape(b, height * width, c)
+        tokens = jnp.concatenate([tokens.mean(1, keepdims=True), tokens], axis=1)
+        pos = self.param("pos", nn.initializers.normal(c**-0.5), (height * width + 1, c))
+        tokens = tokens + pos
+        heads = max(1, c // self.head_channels)
+        q = nn.Dense(c)(tokens[:, :1]).reshape(b, 1, heads, c // heads)
+        k, v = (
+            a.reshape(b, -1, heads, c // heads) for a in jnp.split(nn.Dense(2 * c)(tokens), 2, -1)
+        )
+        w = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(c // heads), -1)
+        return jnp.einsum("bhqk,bkhd->bqhd", w, v).reshape(b, c)
+
+
+class ADMClassifier(nn.Module):
+    """The noise-conditional classifier `log p_t(y | x_t)` of Dhariwal & Nichol: the ADM
+    encoder (down path and middle block, conditioned on the time) with attention pooling.
+    Returns logits `(B, num_classes)`."""
+
+    num_classes: int = 10
+    nf: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16, 8)
+    head_channels: int = 64
+    dropout: float = 0.0
+    rescale: bool = True
+
+    @nn.compact
+    def __call__(
+        self, x: Float[Array, "batch H W C"], time_labels: Float[Array, " batch"], train=False
+    ) -> Float[Array, "batch classes"]:
+        if self.num_classes < 2:
+            raise ValueError(f"a classifier needs num_classes >= 2; got {self.num_classes}")
+        emb = _time_embedding(time_labels, self.nf)
+        h, _ = _encoder(self, x, emb, train)
+        h = AttentionPool(self.head_channels)(nn.silu(group_norm(h)))
+        return nn.Dense(self.num_classes)(h)
