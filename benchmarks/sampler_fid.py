@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     step = evaluate.checkpoint_steps(config, args.workdir)[-1]
     params = evaluate.load_ema_params(config, args.workdir, step, info.shape)
     space = evaluate.FeatureSpace(config, args.workdir, info)
-    prefix = {"inception": "", "classifier": "classifier_", "data": "data_"}[space.kind]
+    prefix = evaluate.METRIC_PREFIX[space.kind]
 
     print(f"# Sample quality vs NFE: {args.workdir} step {step}, {args.num_samples} samples")
     print(

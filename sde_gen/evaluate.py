@@ -39,6 +39,8 @@ from .losses import nll_bound
 from .train import Checkpoints, _format_seconds, init_state, replicate
 
 FEATURES = ("auto", "inception", "classifier", "data")
+# Report keys of each feature space start with its prefix: fid, classifier_fid, data_fid.
+METRIC_PREFIX = {"inception": "", "classifier": "classifier_", "data": "data_"}
 
 
 def _progress(what: str, done: int, total: int, start: float) -> None:
@@ -245,7 +247,7 @@ def sample_quality(
     kid, kid_std = metrics_lib.kernel_distance(
         out["features"], ref_features, num_subsets=50, subset_size=min(1000, len(samples))
     )
-    prefix = {"inception": "", "classifier": "classifier_", "data": "data_"}[space.kind]
+    prefix = METRIC_PREFIX[space.kind]
     report = {
         f"{prefix}fid": metrics_lib.frechet_distance(stats, ref_stats),
         f"{prefix}kid": kid,

@@ -470,13 +470,15 @@ class UniPC(AbstractMultistepSolver):
     def order(self):
         return self.solver_order + 1
 
+    def _b_h(self, step):
+        return step.hh if self.variant == "bh1" else jnp.expm1(step.hh)
+
     def _weights(self, rs, step, n):
         """Solve the n x n system `sum_j r_j^(i-1) rho_j = i! g_i / B(h)`, i = 1 .. n."""
-        b_h = step.hh if self.variant == "bh1" else jnp.expm1(step.hh)
         g = step.g(n + 1)
-        b = jnp.stack([g[i] * math.factorial(i) / b_h for i in range(1, n + 1)])
+        b = jnp.stack([g[i] * math.factorial(i) / self._b_h(step) for i in range(1, n + 1)])
         powers = jnp.stack([jnp.stack(rs[:n]) ** i for i in range(n)])
-        return jnp.linalg.solve(powers, b), b_h
+        return jnp.linalg.solve(powers, b)
 
     def _x_lin(self, x, hist, step):
         return step.ratio * x - step.amp * jnp.expm1(step.hh) * hist.m[-1]
@@ -486,19 +488,17 @@ class UniPC(AbstractMultistepSolver):
         if k == 1:
             return x_lin
         rs, ds = hist.differences(k, step.h)
-        rho, b_h = self._weights(rs, step, k - 1)
-        if k == 2:  # the reference implementation's rho = 1/2 (second order either way)
-            rho = jnp.asarray([0.5])
-        return x_lin - step.amp * b_h * sum(r * d for r, d in zip(rho, ds))
+        # order 2: the reference implementation's rho = 1/2 (second order either way)
+        rho = jnp.asarray([0.5]) if k == 2 else self._weights(rs, step, k - 1)
+        return x_lin - step.amp * self._b_h(step) * sum(r * d for r, d in zip(rho, ds))
 
     def correct(self, k, x, x_t, m_t, hist, step):
         x_lin = self._x_lin(x, hist, step)
         rs, ds = hist.differences(k, step.h)
-        rho, b_h = self._weights(rs + [jnp.ones_like(step.h)], step, k)
-        if k == 1:  # the reference implementation's rho = 1/2 (trapezoidal)
-            rho = jnp.asarray([0.5])
+        # order 1: the reference implementation's rho = 1/2 (trapezoidal)
+        rho = jnp.asarray([0.5]) if k == 1 else self._weights(rs + [jnp.ones_like(step.h)], step, k)
         residual = sum(r * d for r, d in zip(rho[:-1], ds)) + rho[-1] * (m_t - hist.m[-1])
-        return x_lin - step.amp * b_h * residual
+        return x_lin - step.amp * self._b_h(step) * residual
 
 
 class HeunEDM(AbstractFastSolver):

@@ -41,20 +41,20 @@ COLOR_BASIS = np.asarray(
 )
 
 
+def _to_basis(x, basis):
+    return x if basis is None else jnp.einsum("...i,ij->...j", x, basis)
+
+
 class _Replacement(eqx.Module):
     """Replace the known coordinates (`mask == 1` in the basis) by their forward marginal."""
 
     sde: AbstractSDE
-    x_known: Array
-    mask: Array  # broadcastable to x_known, in the basis
+    y_known: Array  # the known values, in the basis
+    mask: Array  # broadcastable to y_known
     basis: Array | None  # (C, C) orthogonal, acting on the last axis; None: the identity
 
-    @property
-    def y_known(self):
-        return self.to_basis(self.x_known)
-
     def to_basis(self, x):
-        return x if self.basis is None else jnp.einsum("...i,ij->...j", x, self.basis)
+        return _to_basis(x, self.basis)
 
     def from_basis(self, y):
         return y if self.basis is None else jnp.einsum("...j,ij->...i", y, self.basis)
@@ -134,14 +134,14 @@ def sample_impute(
     check_eps(eps, sde.T)
     check_score_fn(score_fn, x_known.shape, x_known.dtype)
 
-    replace = _Replacement(sde, x_known, mask, basis)
+    replace = _Replacement(sde, _to_basis(x_known, basis), mask, basis)
     x = _impute(key, sde, score_fn, predictor, corrector, num_steps, eps, denoise, replace)
     return x, pc_nfe(predictor, corrector, num_steps)
 
 
 @eqx.filter_jit
 def _impute(key, sde, score_fn, predictor, corrector, num_steps, eps, denoise, replace):
-    shape = replace.x_known.shape
+    shape = replace.y_known.shape
     x = _pc_loop(
         key, sde, score_fn, shape, predictor, corrector, num_steps, eps, denoise, None,
         project=replace,
