@@ -24,6 +24,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.continuous = True
     training.reduce_mean = False
     training.eps = 1e-5  # smallest training time
+    # class-conditional networks: probability of replacing a label by the null class, which
+    # trains the unconditional score of classifier-free guidance (needs model.null_class)
+    training.label_dropout = 0.0
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"  # pc | ode | sde | fast
@@ -42,6 +45,18 @@ def get_default_configs() -> ml_collections.ConfigDict:
     # solver fields (e.g. DDIM's eta) go in sampling.fast_options, a dict.
     sampling.fast_solver = "dpm_solver_3m"
     sampling.grid = "logsnr"  # logsnr | uniform | karras | quadratic
+    # guidance (samples are drawn for balanced classes): classifier-free guidance weight of
+    # a class-conditional network with a null class, and classifier guidance by the
+    # noise-conditional classifier trained in classifier_workdir (configs/classifier_*.py)
+    sampling.cfg_weight = 0.0
+    sampling.classifier_scale = 0.0
+    sampling.classifier_workdir = ml_collections.config_dict.placeholder(str)
+    # --mode=sample: generate | inpaint | colorize (the first task_examples images of
+    # task_split, restored by the replacement method in the PC sampler; PNG before/after)
+    sampling.task = "generate"
+    sampling.inpaint_mask = "right_half"  # left/right/top/bottom_half | center | random
+    sampling.task_split = "test"
+    sampling.task_examples = 64
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.checkpoint = "latest"  # latest | all | a step number

@@ -52,7 +52,7 @@ from .sampling import (
     sample_sde,
     time_grid,
 )
-from .score import ModelScore, ScoreFn
+from .score import ModelClassifier, ModelScore, ScoreFn
 from .sde import (
     VESDE,
     VPSDE,
@@ -98,6 +98,7 @@ __all__ = [
     "Gaussian",
     "GaussianMixture",
     "LangevinCorrector",
+    "ModelClassifier",
     "ModelScore",
     "ReverseDiffusion",
     "ReverseSDE",

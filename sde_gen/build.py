@@ -17,16 +17,19 @@ the noise standard deviation, as NCSN++ with Fourier features does). Every other
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 from . import data as data_lib
 from . import models
 from ._checks import choose
+from .guidance import classifier_free_guidance, classifier_guidance
 from .losses import (
     WEIGHTINGS,
     AbstractTimeSampler,
@@ -45,13 +48,15 @@ from .sampling import (
     sample_pc,
     sample_sde,
 )
-from .score import ModelScore
+from .score import ModelClassifier, ModelScore, ScoreFn
 from .sde import VESDE, VPSDE, AbstractLinearSDE, SubVPSDE
 
 SDES = ("vpsde", "subvpsde", "vesde")
 OPTIMIZERS = ("adam", "adamw")
 SAMPLING_METHODS = ("pc", "ode", "sde", "fast")
 FAST_DEFAULT_STEPS = 20
+TASKS = ("generate", "inpaint", "colorize")  # what --mode=sample does
+INPAINT_MASKS = ("left_half", "right_half", "top_half", "bottom_half", "center", "random")
 # Keys of config.model that configure the SDE, the EMA or the score wrapper, not the network.
 NON_NETWORK_KEYS = frozenset(
     {
@@ -119,26 +124,89 @@ def network_options(config) -> dict:
     return options
 
 
+def is_classifier(config) -> bool:
+    """Whether the config trains a noise-conditional classifier (`models.CLASSIFIERS`)
+    rather than a score network."""
+    return str(config.model.name).lower() in models.CLASSIFIERS
+
+
 def get_model(config) -> nn.Module:
     """The network `config.model.name` with its options."""
-    _choose(config, "model.name", models.MODELS)
+    _choose(config, "model.name", {**models.MODELS, **models.CLASSIFIERS})
     try:
         return models.get_model(config.model.name, **network_options(config))
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config.model: {error}") from None
 
 
-def get_score_fn(config, model: nn.Module, variables, sde: AbstractLinearSDE, **kw) -> ModelScore:
-    """The score function of `model` with `variables`, read as `config.model.output`."""
-    return ModelScore(
+def get_score_fn(
+    config,
+    model: nn.Module,
+    variables,
+    sde: AbstractLinearSDE,
+    labels=None,
+    guided: bool = False,
+    classifier: ModelClassifier | None = None,
+    **kw,
+) -> ScoreFn:
+    """The score function of `model` with `variables`, read as `config.model.output`.
+
+    A class-conditional network needs `labels` (one class per example): the score of
+    `p_t(x | y)`. With `guided=True` the sampling guidance of `config.sampling` is applied:
+    classifier-free guidance with weight `cfg_weight` (the network's null class is the
+    unconditional model), and classifier guidance with `classifier_scale` and `classifier`
+    (a `ModelClassifier`, see `evaluate.load_classifier`), both for `labels`.
+    """
+    make = lambda y: ModelScore(
         model,
         variables,
         sde,
         output=config.model.get("output", "noise"),
         time_input=config.model.get("time_input", "t"),
         time_scale=float(config.model.get("time_scale", 999.0)),
+        labels=y,
         **kw,
     )
+    classes = models.num_classes(model)
+    if not classes:
+        score_fn = make(None)
+    elif labels is None:
+        raise ValueError(f"the network is class-conditional ({classes} classes): pass labels")
+    else:
+        score_fn = make(labels)
+    if not guided:
+        return score_fn
+    guidance = guidance_settings(config)
+    if guidance["cfg_weight"]:
+        null = jnp.full_like(jnp.asarray(labels), classes)
+        score_fn = classifier_free_guidance(score_fn, make(null), guidance["cfg_weight"])
+    if guidance["classifier_scale"]:
+        if classifier is None or labels is None:
+            raise ValueError("classifier guidance needs the classifier and the labels")
+        score_fn = classifier_guidance(
+            score_fn, dataclasses.replace(classifier, labels=labels), guidance["classifier_scale"]
+        )
+    return score_fn
+
+
+def guidance_settings(config) -> dict:
+    """`config.sampling`'s guidance: `cfg_weight` (classifier-free), `classifier_scale` and
+    `classifier_workdir` (the run of a noise-conditional classifier)."""
+    s = config.sampling
+    return {
+        "cfg_weight": float(s.get("cfg_weight", 0.0) or 0.0),
+        "classifier_scale": float(s.get("classifier_scale", 0.0) or 0.0),
+        "classifier_workdir": s.get("classifier_workdir", None),
+    }
+
+
+def sample_classes(config) -> int:
+    """How many classes samples are drawn for: the network's classes, or the data's when a
+    classifier guides an unconditional network; 0 for plain unconditional sampling."""
+    classes = int(config.model.get("num_classes", 0) or 0)
+    if not classes and guidance_settings(config)["classifier_scale"]:
+        classes = data_lib.num_classes(config.data.dataset)
+    return classes
 
 
 def get_optimizer(config) -> optax.GradientTransformation:
@@ -261,6 +329,12 @@ def sampler_settings(config) -> dict:
             num_steps=int(steps or FAST_DEFAULT_STEPS),
             options=dict(options.to_dict() if hasattr(options, "to_dict") else options or {}),
         )
+    guidance = guidance_settings(config)
+    if guidance["cfg_weight"]:
+        out["cfg_weight"] = guidance["cfg_weight"]
+    if guidance["classifier_scale"]:
+        out["classifier_scale"] = guidance["classifier_scale"]
+        out["classifier_workdir"] = guidance["classifier_workdir"]
     return out
 
 
@@ -276,7 +350,42 @@ def sampler_name(settings: dict) -> str:
         parts = (settings["solver"], settings["num_steps"])
     else:
         parts = (settings["solver"], settings["grid"], settings["num_steps"])
+    if settings.get("cfg_weight"):
+        parts = (*parts, f"cfg{settings['cfg_weight']:g}")
+    if settings.get("classifier_scale"):
+        parts = (*parts, f"cg{settings['classifier_scale']:g}")
     return "-".join(str(p).lower() for p in (method, *parts))
+
+
+def inverse_problem_settings(config) -> dict:
+    """The settings of `--mode=sample` inpainting or colorization (`sampling.task`): the
+    replacement method runs in the PC sampler, so it takes `sampling.predictor` (default
+    "reverse_diffusion" when the config's method is not "pc"), `corrector`, `snr`,
+    `n_steps_each`, `num_steps` (default `model.num_scales`), `eps`, `noise_removal`; plus
+    `inpaint_mask` and `task_examples` (64)."""
+    s = config.sampling
+    task = _choose(config, "sampling.task", TASKS)
+    pc = s.method == "pc"
+    out = {
+        "predictor": s.get("predictor", "reverse_diffusion") if pc else "reverse_diffusion",
+        "corrector": s.get("corrector", "langevin") if pc else "langevin",
+        "snr": float(s.get("snr", 0.16)),
+        "n_steps_each": int(s.get("n_steps_each", 1)),
+        "num_steps": int((s.get("num_steps", 0) if pc else 0) or config.model.num_scales),
+        "eps": float(s.get("eps", 1e-3)),
+        "denoise": bool(s.get("noise_removal", True)),
+        "examples": int(s.get("task_examples", 64)),
+    }
+    if task == "inpaint":
+        out["mask"] = _choose(config, "sampling.inpaint_mask", INPAINT_MASKS)
+    if task == "colorize" and int(config.data.num_channels) != 3:
+        raise ConfigError(
+            f"config.sampling.task='colorize' needs color images (data.num_channels=3); "
+            f"data set {config.data.dataset!r} has data.num_channels={config.data.num_channels}"
+        )
+    if out["examples"] < 1:
+        raise ConfigError(f"config.sampling.task_examples must be >= 1; got {out['examples']}")
+    return out
 
 
 def get_sampler(config, sde: AbstractLinearSDE) -> Sampler:
@@ -311,6 +420,43 @@ def get_sampler(config, sde: AbstractLinearSDE) -> Sampler:
         raise ConfigError(f"config.sampling: {error}") from None
 
 
+def _check_classes(config, model: nn.Module) -> None:
+    """Class conditioning, label dropout and guidance settings against the data's labels."""
+    dataset = _choose(config, "data.dataset", data_lib.DATASETS)
+    data_classes = data_lib.num_classes(dataset)
+    classes = int(getattr(model, "num_classes", 0))
+    if (classes or models.is_classifier(model)) and classes != data_classes:
+        what = f"has {data_classes} classes" if data_classes else "has no class labels"
+        raise ConfigError(f"config.model.num_classes={classes}, but data set {dataset!r} {what}")
+    null_class = bool(getattr(model, "null_class", False)) and not models.is_classifier(model)
+    dropout = float(config.training.get("label_dropout", 0.0) or 0.0)
+    if not 0.0 <= dropout < 1.0 or (dropout and not null_class):
+        raise ConfigError(
+            f"config.training.label_dropout={dropout} must lie in [0, 1), and > 0 needs a "
+            "class-conditional network with model.null_class=True"
+        )
+    guidance = guidance_settings(config)
+    for key in ("cfg_weight", "classifier_scale"):
+        if not guidance[key] >= 0.0:
+            raise ConfigError(f"config.sampling.{key} must be >= 0; got {guidance[key]}")
+    if guidance["cfg_weight"] and not null_class:
+        raise ConfigError(
+            f"config.sampling.cfg_weight={guidance['cfg_weight']} (classifier-free guidance) "
+            "needs a class-conditional network trained with a null class: model.null_class=True "
+            "and training.label_dropout > 0"
+        )
+    if guidance["classifier_scale"] and not models.is_classifier(model):
+        workdir = guidance["classifier_workdir"]
+        if not data_classes:
+            raise ConfigError(f"classifier guidance needs class labels; {dataset!r} has none")
+        if not workdir or not os.path.exists(os.path.join(workdir, "config.json")):
+            raise ConfigError(
+                f"config.sampling.classifier_scale={guidance['classifier_scale']} needs "
+                f"config.sampling.classifier_workdir, the workdir of a trained classifier "
+                f"(configs/classifier_*.py); got {workdir!r}, which holds no config.json"
+            )
+
+
 def check_config(config, num_devices: int | None = None) -> None:
     """Build everything the config names once, raising `ConfigError` on the first bad value."""
     for section in ("training", "sampling", "data", "model", "optim"):
@@ -330,12 +476,20 @@ def check_config(config, num_devices: int | None = None) -> None:
     if not 0.0 <= config.model.ema_rate < 1.0:
         raise ConfigError(f"config.model.ema_rate must lie in [0, 1); got {config.model.ema_rate}")
     sde = get_sde(config)
-    get_model(config)
+    model = get_model(config)
+    _check_classes(config, model)
     _choose(config, "model.output", ("noise", "score", "x0"))
     _choose(config, "model.time_input", ("t", "std"))
     get_optimizer(config)
     get_loss(config)
     get_sampler(config, sde)
+    if config.sampling.get("task", "generate") != "generate":
+        settings = inverse_problem_settings(config)
+        try:
+            get_predictor(settings["predictor"])
+            get_corrector(settings["corrector"], settings["snr"], settings["n_steps_each"])
+        except ValueError as error:
+            raise ConfigError(f"config.sampling: {error}") from None
     if "eval" in config:
         from .evaluate import FEATURES
         from .likelihood import DIVERGENCES

@@ -39,12 +39,13 @@ class ImageSource:
     tfds_name: str
     n_levels: int = 256
     center_crop: int | None = None  # square crop before resizing (CelebA's faces)
+    num_classes: int = 0  # classes of its "label" feature; 0: no class labels
 
 
 IMAGE_DATASETS = {
-    "cifar10": ImageSource("cifar10"),
-    "mnist": ImageSource("mnist"),
-    "fashion_mnist": ImageSource("fashion_mnist"),
+    "cifar10": ImageSource("cifar10", num_classes=10),
+    "mnist": ImageSource("mnist", num_classes=10),
+    "fashion_mnist": ImageSource("fashion_mnist", num_classes=10),
     "celeba": ImageSource("celeb_a", center_crop=140),
     "lsun_bedroom": ImageSource("lsun/bedroom"),
     "lsun_church": ImageSource("lsun/church_outdoor"),
@@ -67,6 +68,15 @@ class DataInfo:
     n_levels: int | None  # intensity levels of discrete data; None for continuous toy data
     data_range: tuple[float, float] | None  # the interval the (dequantized) values tile
     num_examples: int
+    num_classes: int = 0  # classes of the "label" field; 0: the data set has no labels
+
+
+def num_classes(name: str) -> int:
+    """How many classes the data set's labels take (0: it has no labels)."""
+    choose("data set", name, dict.fromkeys(DATASETS))
+    if name == "digits":
+        return 10
+    return IMAGE_DATASETS[name].num_classes if name in IMAGE_DATASETS else 0
 
 
 def toy_density():
@@ -275,7 +285,7 @@ def get_dataset(
         data_range = None
     else:
         data_range = (-1.0, 1.0) if centered else (0.0, 1.0)
-    info = DataInfo(name, tuple(shape), n_levels, data_range, len(source))
+    info = DataInfo(name, tuple(shape), n_levels, data_range, len(source), num_classes(name))
     read = grain.ReadOptions(
         num_threads=check_steps("num_threads", num_threads),
         prefetch_buffer_size=check_steps("prefetch", prefetch),

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import is_concrete
@@ -30,7 +31,7 @@ LogProbFn = Callable[[Array, Array], Array]
 
 
 def _check_scale(name: str, value) -> None:
-    if is_concrete(value) and not (jnp.isfinite(value) and value >= 0):
+    if is_concrete(value) and not (np.isfinite(np.asarray(value)) and np.asarray(value) >= 0):
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
 
 

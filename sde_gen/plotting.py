@@ -15,10 +15,14 @@ from matplotlib.figure import Figure
 
 
 def image_grid(
-    images: np.ndarray, data_range: tuple[float, float] = (-1.0, 1.0), padding: int = 1
+    images: np.ndarray,
+    data_range: tuple[float, float] = (-1.0, 1.0),
+    padding: int = 1,
+    cols: int | None = None,
 ) -> np.ndarray:
     """Tile `(N, H, W, C)` images (C = 1 or 3, values in `data_range`) into one uint8
-    `(rows * (H + p), cols * (W + p), 3)` image on a near-square grid."""
+    `(rows * (H + p), cols * (W + p), 3)` image, row by row; `cols` defaults to a
+    near-square grid."""
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"images must be (N, H, W, 1 or 3); got shape {images.shape}")
@@ -27,7 +31,7 @@ def image_grid(
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     n, h, w, _ = images.shape
-    cols = math.ceil(math.sqrt(n))
+    cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     grid = np.ones((rows * (h + padding) + padding, cols * (w + padding) + padding, 3))
     for i, img in enumerate(images):
@@ -38,10 +42,14 @@ def image_grid(
 
 
 def save_image_grid(
-    path: str, images: np.ndarray, data_range: tuple[float, float] = (-1.0, 1.0), scale: int = 1
+    path: str,
+    images: np.ndarray,
+    data_range: tuple[float, float] = (-1.0, 1.0),
+    scale: int = 1,
+    cols: int | None = None,
 ) -> str:
     """Write `image_grid(images)` to `path` as PNG, each pixel enlarged `scale` times."""
-    grid = image_grid(images, data_range)
+    grid = image_grid(images, data_range, cols=cols)
     if scale > 1:
         grid = np.kron(grid, np.ones((scale, scale, 1), np.uint8))
     _makedirs(path)

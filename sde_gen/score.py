@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import equinox as eqx
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import choose
@@ -46,6 +48,19 @@ OUTPUTS = {"noise": _noise_to_score, "x0": _x0_to_score, "score": _score_to_scor
 TIME_INPUTS = ("t", "std")
 
 
+def network_time(sde: AbstractLinearSDE, time_input: str, time_scale: float, x, t):
+    """`(t, a(t), std(t), label)`: the times as `(B,)`, the marginal's coefficients, and
+    the time label a network sees (`time_scale * t`, or `std(t)`)."""
+    t = batch_times(t, x)
+    a, std = sde.marginal(t)
+    return t, a, std, (t * time_scale if time_input == "t" else std)
+
+
+def _class_kwargs(labels, dropout_key) -> dict:
+    kw = {"rngs": None if dropout_key is None else {"dropout": dropout_key}}
+    return kw if labels is None else {**kw, "y": labels}
+
+
 class ModelScore(eqx.Module):
     """A Flax network as a score function: `score_fn(x, t)`.
 
@@ -55,6 +70,9 @@ class ModelScore(eqx.Module):
     Its output is read as the noise `z` (score = -out / std, DDPM's parameterization), the
     clean data `x_0` (score = (a out - x) / std^2), or the score itself. Variables are
     array leaves, so samplers compiled for one set of parameters are reused for the next.
+    A class-conditional network gets `labels` (one int per example) as `y=`: the score of
+    `p_t(x | y)`; a network with a null class gives the unconditional score for the label
+    `num_classes`.
     """
 
     model: nn.Module = eqx.field(static=True)
@@ -65,15 +83,47 @@ class ModelScore(eqx.Module):
     time_scale: float = eqx.field(static=True, default=999.0)
     train: bool = eqx.field(static=True, default=False)
     dropout_key: Any = None
+    labels: Any = None
 
     def __check_init__(self):
         choose("model output", self.output, OUTPUTS)
         choose("time input", self.time_input, dict.fromkeys(TIME_INPUTS))
 
     def __call__(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Array:
-        t = batch_times(t, x)
-        a, std = self.sde.marginal(t)
-        label = t * self.time_scale if self.time_input == "t" else std
-        rngs = None if self.dropout_key is None else {"dropout": self.dropout_key}
-        out = self.model.apply(self.variables, x, label, train=self.train, rngs=rngs)
+        _, a, std, label = network_time(self.sde, self.time_input, self.time_scale, x, t)
+        kw = _class_kwargs(self.labels, self.dropout_key)
+        out = self.model.apply(self.variables, x, label, train=self.train, **kw)
         return OUTPUTS[self.output](out, x, batch_broadcast(a, x), batch_broadcast(std, x))
+
+
+class ModelClassifier(eqx.Module):
+    """A noise-conditional classifier network as `log p_t(y | x)`.
+
+    `logits(x, t)` are the network's class logits `(B, classes)` for `x` at time `t` (the
+    network sees the same time label as a `ModelScore` with these settings). Called with
+    `labels` set, `classifier(x, t)` is `log p_t(labels | x)`, shape `(B,)`: the
+    `log_prob_y_fn` of `sde_gen.classifier_guidance`.
+    """
+
+    model: nn.Module = eqx.field(static=True)
+    variables: Any
+    sde: AbstractLinearSDE
+    time_input: str = eqx.field(static=True, default="t")
+    time_scale: float = eqx.field(static=True, default=999.0)
+    train: bool = eqx.field(static=True, default=False)
+    dropout_key: Any = None
+    labels: Any = None
+
+    def __check_init__(self):
+        choose("time input", self.time_input, dict.fromkeys(TIME_INPUTS))
+
+    def logits(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Float[Array, "batch k"]:
+        _, _, _, label = network_time(self.sde, self.time_input, self.time_scale, x, t)
+        kw = _class_kwargs(None, self.dropout_key)
+        return self.model.apply(self.variables, x, label, train=self.train, **kw)
+
+    def __call__(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Float[Array, " batch"]:
+        if self.labels is None:
+            raise ValueError("ModelClassifier(..., labels=y) gives log p_t(y | x): set labels")
+        log_p = jax.nn.log_softmax(self.logits(x, t), axis=-1)
+        return jnp.take_along_axis(log_p, jnp.asarray(self.labels)[:, None], axis=-1)[:, 0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -27,11 +28,12 @@ import numpy as np
 import optax
 from absl import logging
 
+from . import models
 from ._checks import check_positive, check_steps
-from .losses import AbstractTimeSampler, Weighting, _dsm_loss
-from .models import count_params
-from .score import ModelScore
-from .sde import AbstractLinearSDE
+from .losses import AbstractTimeSampler, Weighting, _draw, _dsm_loss
+from .models import count_params, num_classes
+from .score import ModelClassifier, ModelScore
+from .sde import AbstractLinearSDE, batch_broadcast
 
 AXIS = "batch"
 
@@ -75,8 +77,48 @@ def init_state(
     key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation, x_example
 ) -> TrainState:
     """A fresh state; the EMA starts at the initial parameters."""
-    params = model.init(key, x_example, jnp.zeros((x_example.shape[0],)))
+    kw = {"y": jnp.zeros((x_example.shape[0],), jnp.int32)} if num_classes(model) else {}
+    params = model.init(key, x_example, jnp.zeros((x_example.shape[0],)), **kw)
     return TrainState(jnp.zeros((), jnp.int32), params, params, optimizer.init(params))
+
+
+LossFn = Callable[..., tuple[jax.Array, dict]]
+
+
+def _make_step(loss_fn: LossFn, optimizer, ema_decay: float, ema_warmup: bool):
+    """The step around `loss_fn(params, x, labels, example_keys, dropout_key) -> (loss,
+    metrics)`: per-example keys, gradients and metrics averaged over devices, the optax
+    update and the EMA."""
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1); got {ema_decay}")
+
+    def train_step(state: TrainState, batch, key: jax.Array):
+        x, labels = (batch["x"], batch.get("label")) if isinstance(batch, dict) else (batch, None)
+        example_base, dropout_base = jax.random.split(jax.random.fold_in(key, state.step))
+        device = jax.lax.axis_index(AXIS)
+        per_device = x.shape[0]
+        global_index = device * per_device + jnp.arange(per_device)
+        example_keys = jax.vmap(lambda i: jax.random.fold_in(example_base, i))(global_index)
+        dropout_key = jax.random.fold_in(dropout_base, device)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, x, labels, example_keys, dropout_key
+        )
+        grads = jax.lax.pmean(grads, AXIS)
+        loss, metrics = jax.lax.pmean((loss, metrics), AXIS)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        decay = jnp.asarray(ema_decay, jnp.float32)
+        if ema_warmup:
+            n = state.step.astype(jnp.float32)
+            decay = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+        ema = optax.incremental_update(params, state.ema_params, 1.0 - decay)
+        new_state = state.replace(
+            step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state
+        )
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
+
+    return train_step
 
 
 def make_train_step(
@@ -92,48 +134,77 @@ def make_train_step(
     output: str = "noise",
     time_input: str = "t",
     time_scale: float = 999.0,
+    label_dropout: float = 0.0,
 ):
     """`train_step(state, batch, key) -> (state, metrics)` for use under `pmap(axis_name=AXIS)`.
 
-    `batch` is this device's `(per_device, *dims)` slice of the global batch, and `key` the
-    run's base key. Metrics (`loss`, `grad_norm`) are averaged over all devices.
+    `batch` is this device's slice of the global batch: the data `(per_device, *dims)`, or a
+    dict `{"x": data, "label": class labels}` (needed by a class-conditional network), and
+    `key` the run's base key. Metrics (`loss`, `grad_norm`) are averaged over all devices.
+    `label_dropout`: the probability that an example's label is replaced by the null class
+    (`num_classes`), which trains the unconditional score of classifier-free guidance
+    alongside the conditional one (the network needs `null_class=True`).
     """
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must lie in [0, 1); got {ema_decay}")
-
-    def train_step(state: TrainState, batch: jax.Array, key: jax.Array):
-        example_base, dropout_base = jax.random.split(jax.random.fold_in(key, state.step))
-        device = jax.lax.axis_index(AXIS)
-        per_device = batch.shape[0]
-        global_index = device * per_device + jnp.arange(per_device)
-        example_keys = jax.vmap(lambda i: jax.random.fold_in(example_base, i))(global_index)
-        dropout_key = jax.random.fold_in(dropout_base, device)
-
-        def loss_fn(params):
-            score_fn = ModelScore(
-                model, params, sde, output, time_input, time_scale, True, dropout_key
-            )
-            losses = _dsm_loss(
-                example_keys, sde, score_fn, batch, weighting, time_sampler, reduce_mean
-            )
-            return jnp.mean(losses)
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        grads = jax.lax.pmean(grads, AXIS)
-        loss = jax.lax.pmean(loss, AXIS)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        decay = jnp.asarray(ema_decay, jnp.float32)
-        if ema_warmup:
-            n = state.step.astype(jnp.float32)
-            decay = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
-        ema = optax.incremental_update(params, state.ema_params, 1.0 - decay)
-        new_state = state.replace(
-            step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state
+    classes = num_classes(model)
+    if not 0.0 <= label_dropout < 1.0:
+        raise ValueError(f"label_dropout must lie in [0, 1); got {label_dropout}")
+    if label_dropout and not (classes and getattr(model, "null_class", False)):
+        raise ValueError(
+            f"label_dropout={label_dropout} needs a class-conditional network with a null class "
+            "(num_classes > 0, null_class=True)"
         )
-        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-    return train_step
+    def loss_fn(params, x, labels, example_keys, dropout_key):
+        if not classes:
+            labels = None
+        elif labels is None:
+            raise ValueError(
+                f"the network is class-conditional ({classes} classes): the batch "
+                "must be a dict with 'label'"
+            )
+        elif label_dropout:
+            drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 1), label_dropout))
+            labels = jnp.where(drop(example_keys), classes, labels)
+        score_fn = ModelScore(
+            model, params, sde, output, time_input, time_scale, True, dropout_key, labels
+        )
+        losses = _dsm_loss(example_keys, sde, score_fn, x, weighting, time_sampler, reduce_mean)
+        return jnp.mean(losses), {}
+
+    return _make_step(loss_fn, optimizer, ema_decay, ema_warmup)
+
+
+def make_classifier_train_step(
+    sde: AbstractLinearSDE,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    *,
+    time_sampler: AbstractTimeSampler,
+    ema_decay: float = 0.9999,
+    ema_warmup: bool = False,
+    time_input: str = "t",
+    time_scale: float = 999.0,
+):
+    """The step of a noise-conditional classifier `p_t(y | x_t)` (Dhariwal & Nichol 2021):
+    each example `x_0` with label y is noised to `x_t = a(t) x_0 + std(t) z`, t from
+    `time_sampler`, and the loss is the cross-entropy of the network's logits at `(x_t, t)`.
+    `batch` is `{"x", "label"}`; metrics add the batch `accuracy`. Keys, devices and the
+    EMA are as in `make_train_step`."""
+
+    def loss_fn(params, x, labels, example_keys, dropout_key):
+        if labels is None:
+            raise ValueError("a classifier trains on labelled batches: {'x', 'label'}")
+        t, w, z = _draw(example_keys, sde, time_sampler, x)
+        t, w = t.astype(x.dtype), w.astype(x.dtype)
+        a, std = sde.marginal(t)
+        xt = batch_broadcast(a, x) * x + batch_broadcast(std, x) * z
+        classifier = ModelClassifier(model, params, sde, time_input, time_scale, True, dropout_key)
+        logits = classifier.logits(xt, t)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        return jnp.mean(w * losses), {"accuracy": accuracy}
+
+    return _make_step(loss_fn, optimizer, ema_decay, ema_warmup)
 
 
 def pmap_train_step(train_step, devices=None):
@@ -316,7 +387,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     optimizer = build.get_optimizer(config)
     loss = build.get_loss(config)
     train_it, info = build.get_dataset(config, "train", training.batch_size)
-    sampler = build.get_sampler(config, sde) if training.snapshot_sampling else None
+    sample_snapshots = training.snapshot_sampling and not build.is_classifier(config)
+    sampler = build.get_sampler(config, sde) if sample_snapshots else None
 
     key = jax.random.key(int(config.seed))
     init_key, train_key, sample_key = jax.random.split(key, 3)
@@ -333,14 +405,22 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         logging.info("resumed from step %d in %s", start, workdir)
     writer = MetricsWriter(workdir, start, enabled=is_main)
 
-    step_fn = make_train_step(
-        sde, model, optimizer,
-        weighting=loss.weighting, time_sampler=loss.time_sampler,
-        reduce_mean=loss.reduce_mean, ema_decay=float(config.model.ema_rate),
+    common = dict(
+        ema_decay=float(config.model.ema_rate),
         ema_warmup=bool(config.model.get("ema_warmup", False)),
-        output=config.model.output, time_input=config.model.time_input,
+        time_input=config.model.time_input,
         time_scale=float(config.model.get("time_scale", 999.0)),
-    )  # fmt: skip
+    )
+    if models.is_classifier(model):
+        step_fn = make_classifier_train_step(
+            sde, model, optimizer, time_sampler=loss.time_sampler, **common
+        )
+    else:
+        step_fn = make_train_step(
+            sde, model, optimizer, weighting=loss.weighting, time_sampler=loss.time_sampler,
+            reduce_mean=loss.reduce_mean, output=config.model.output,
+            label_dropout=float(training.get("label_dropout", 0.0)), **common,
+        )  # fmt: skip
     p_step = pmap_train_step(step_fn)
     p_state = replicate(state)
     all_finite = jax.jit(
@@ -365,7 +445,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     pending, t_log, step_log = [], time.perf_counter(), start
     for step in range(start + 1, n_iters + 1):
         batch = next(train_it)
-        p_state, metrics = p_step(p_state, batch["x"], train_key)
+        p_state, metrics = p_step(p_state, batch, train_key)
         ok = all_finite(ok, metrics)
         pending.append(metrics)
         if step == start + 1:  # the rate and ETA leave out compilation
@@ -377,9 +457,12 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
             means = {k: float(jnp.mean(jnp.stack([m[k][0] for m in pending]))) for k in pending[0]}
             now = time.perf_counter()
             rate = (step - step_log) / (now - t_log) if step > step_log else float("nan")
+            extra = "".join(
+                f"  {k} {v:.4f}" for k, v in means.items() if k not in ("loss", "grad_norm")
+            )
             logging.info(
-                "step %d/%d  loss %.5f  grad_norm %.3f  %.2f steps/s  %.0f examples/s  ETA %s",
-                step, n_iters, means["loss"], means["grad_norm"], rate,
+                "step %d/%d  loss %.5f  grad_norm %.3f%s  %.2f steps/s  %.0f examples/s  ETA %s",
+                step, n_iters, means["loss"], means["grad_norm"], extra, rate,
                 rate * training.batch_size, _format_seconds((n_iters - step) / rate),
             )  # fmt: skip
             writer.write(step, {**means, "steps_per_sec": rate})
@@ -449,22 +532,29 @@ def _save_loss_curve(workdir: str, metrics_path: str) -> None:
 
 
 def _snapshot_samples(config, workdir, step, sde, model, ema_params, sampler, key, info, writer):
-    """Samples from the EMA parameters: `samples/step_<n>.npz` and a PNG grid (images) or
-    scatter plot over the data (2-D points)."""
+    """Samples from the EMA parameters: `samples/step_<n>.npz` and a PNG grid (images; one
+    row per class for a class-conditional network) or scatter plot over the data (2-D)."""
     from . import build, plotting
 
     n = int(config.training.get("snapshot_samples", 64))
-    score_fn = build.get_score_fn(config, model, ema_params, sde)
+    classes, cols = num_classes(model), None
+    labels = None
+    if classes:
+        cols = -(-n // classes)  # one row of `cols` samples per class
+        labels = jnp.repeat(jnp.arange(classes), cols)
+        n = classes * cols
+    score_fn = build.get_score_fn(config, model, ema_params, sde, labels=labels)
     t0 = time.perf_counter()
     x, nfe = sampler(key, score_fn, (n, *info.shape))
     x = np.asarray(x)
     path = os.path.join(workdir, "samples", f"step_{step}")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path + ".npz", samples=x)
+    np.savez(path + ".npz", samples=x, **({} if labels is None else {"labels": labels}))
     if x.ndim == 4:
         low, high = info.data_range
-        plotting.save_image_grid(path + ".png", x, (low, high), scale=max(1, 64 // x.shape[1]))
-        writer.image(step, "samples", plotting.image_grid(x, (low, high)))
+        scale = max(1, 64 // x.shape[1])
+        plotting.save_image_grid(path + ".png", x, (low, high), scale=scale, cols=cols)
+        writer.image(step, "samples", plotting.image_grid(x, (low, high), cols=cols))
     else:
         reference = None
         if info.name == "gmm":

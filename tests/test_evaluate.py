@@ -40,7 +40,7 @@ def test_nll_path_reports_the_exact_bits_per_dim_of_the_mixture(tmp_path, diverg
 
 
 def tiny_digits_config():
-    config = load_config("vp_digits")
+    config = load_config("vp_digits_cond")  # the class-conditional variant: labels throughout
     t = config.training
     t.n_iters, t.log_freq, t.snapshot_freq, t.snapshot_sampling = 20, 10, 20, False
     config.sampling.method, config.sampling.num_steps = "pc", 20
@@ -52,8 +52,9 @@ def tiny_digits_config():
 
 
 def test_tiny_digits_run_then_eval_writes_a_report_and_grid(tmp_path):
-    """Train 20 steps, evaluate, evaluate again (resumed), then the error paths on the same
-    run (one test: the training and compilation are the expensive part)."""
+    """Train a class-conditional model 20 steps, evaluate, evaluate again (resumed), guide
+    it, inpaint with it, then the error paths on the same run (one test: the training and
+    compilation are the expensive part)."""
     workdir = str(tmp_path / "run")
     config = tiny_digits_config()
     train.train_and_evaluate(config, workdir)
@@ -79,17 +80,74 @@ def test_tiny_digits_run_then_eval_writes_a_report_and_grid(tmp_path):
     assert again["batches_sampled_now"] == 0
     assert again["classifier_fid"] == pytest.approx(report["classifier_fid"])
 
-    # A fast sampler on the same checkpoint keeps its own samples and report.
-    config.sampling.method, config.sampling.num_steps = "fast", 10
-    (fast,) = evaluate.evaluate(config, workdir)
-    assert fast["nfe"] == 11 and fast["batches_sampled_now"] == 2  # 10 steps + Tweedie
-    assert fast["sampler"]["solver"] == "unipc" and np.isfinite(fast["classifier_fid"])
-    fast_name = evaluate.run_name(config, 20)
-    assert fast_name.startswith("20_fast-unipc-logsnr-10_")
-    assert (tmp_path / "run" / "eval" / f"report_{fast_name}.json").exists()
-    kept = json.loads((tmp_path / "run" / "eval" / f"report_{name}.json").read_text())
-    assert kept["classifier_fid"] == report["classifier_fid"]
+    # balanced classes: the domain classifier's accuracy on them; conditional bits/dim
+    assert 0 <= report["classifier_accuracy"] <= 1 and report["bpd_class_conditional"]
+    assert 0 <= report["classifier_precision"] <= 1 and 0 <= report["classifier_recall"] <= 1
+    samples = np.load(tmp_path / "run" / "eval" / f"samples_{name}" / "batch_1.npz")
+    assert samples["labels"].tolist() == [(32 + i) % 10 for i in range(32)]
+
+    check_guided_eval(tmp_path, config, workdir, report, name)
+    check_inpainting(config, workdir)
     check_error_paths(tmp_path / "empty", workdir)
+
+
+def tiny_classifier_config(n_iters):
+    config = load_config("classifier_digits")
+    t = config.training
+    t.n_iters, t.log_freq, t.snapshot_freq, t.snapshot_freq_for_preemption = n_iters, 2, 4, 4
+    config.model.update(nf=8, head_channels=8)
+    return config
+
+
+def check_guided_eval(tmp_path, config, workdir, report, name):
+    """A noise-conditional classifier trained (and resumed) by the train loop, evaluated
+    against t, then guiding a fast sampler on the run together with classifier-free
+    guidance: another sampler, so its own samples and report."""
+    clf_dir = str(tmp_path / "clf")
+    train.train_and_evaluate(tiny_classifier_config(6), clf_dir)
+    train.train_and_evaluate(tiny_classifier_config(8), clf_dir)  # resumes from step 6
+    steps = [m["step"] for m in train.read_metrics(os.path.join(clf_dir, "metrics.jsonl"))]
+    assert steps == [2, 4, 6, 8]
+    assert all("accuracy" in m for m in train.read_metrics(os.path.join(clf_dir, "metrics.jsonl")))
+    (clf_report,) = evaluate.evaluate(tiny_classifier_config(8), clf_dir)
+    assert clf_report["step"] == 8 and len(clf_report["accuracy"]) == 11
+    assert all(0 <= a <= 1 for a in clf_report["accuracy"])
+    assert os.path.exists(os.path.join(clf_dir, "eval", "classifier_8.png"))
+    with pytest.raises(build.ConfigError, match="a classifier: it has nothing to sample"):
+        evaluate.sample(tiny_classifier_config(8), clf_dir)
+
+    config.sampling.update(cfg_weight=1.0, classifier_scale=2.0, classifier_workdir=clf_dir)
+    config.sampling.method, config.sampling.num_steps = "fast", 10
+    (guided,) = evaluate.evaluate(config, workdir)
+    guided_name = evaluate.run_name(config, 20)
+    assert guided_name.startswith("20_fast-unipc-logsnr-10-cfg1-cg2_")
+    assert guided["sampler"]["classifier_workdir"] == clf_dir and guided["nfe"] == 11
+    assert guided["batches_sampled_now"] == 2 and np.isfinite(guided["classifier_fid"])
+    assert guided["sampler"]["solver"] == "unipc"  # 10 steps + Tweedie
+    run_eval = os.path.join(workdir, "eval")
+    assert os.path.exists(os.path.join(run_eval, f"report_{guided_name}.json"))
+    kept = json.loads(open(os.path.join(run_eval, f"report_{name}.json")).read())
+    assert kept["classifier_fid"] == report["classifier_fid"]
+    config.model.beta_max = 10.0  # another SDE than the classifier's
+    with pytest.raises(build.ConfigError, match="was trained for VPSDE"):
+        evaluate.evaluate(config, workdir)
+    config.model.beta_max = 20.0
+    config.sampling.update(cfg_weight=0.0, classifier_scale=0.0)
+
+
+def check_inpainting(config, workdir):
+    config.sampling.update(
+        task="inpaint", inpaint_mask="left_half", task_examples=8, method="pc", num_steps=20
+    )
+    (folder,) = evaluate.sample(config, workdir)
+    out = np.load(os.path.join(folder, "results.npz"))
+    np.testing.assert_array_equal(out["result"][:, :, :4], out["original"][:, :, :4])
+    assert np.abs(out["result"][:, :, 4:] - out["original"][:, :, 4:]).max() > 0
+    report = json.loads(open(os.path.join(folder, "report.json")).read())
+    assert report["nfe"] == 20 and report["corrector"] == "none"  # 20 PC steps, the config's
+    assert np.isfinite(report["mse_restored"])
+    assert os.path.getsize(os.path.join(folder, "before_after.png")) > 0
+    config.sampling.task = "generate"
 
 
 def check_error_paths(empty, workdir):

@@ -231,7 +231,8 @@ def test_toy_data_with_an_image_network_is_refused():
 
 def test_every_shipped_config_is_valid():
     for name in ("vp_cifar", "subvp_cifar", "ve_cifar", "vp_cifar_ml", "ddpm_cifar",
-                 "vp_digits", "toy_2d"):  # fmt: skip
+                 "vp_digits", "toy_2d", "vp_digits_cond", "classifier_digits",
+                 "classifier_cifar"):  # fmt: skip
         build.check_config(load_config(name))
 
 

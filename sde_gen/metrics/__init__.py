@@ -1,8 +1,10 @@
-"""Sample-quality metrics on features: Fréchet distance (FID), KID and Inception Score."""
+"""Sample-quality metrics on features: Fréchet distance (FID), KID, Inception Score, and
+improved precision and recall."""
 
 from .frechet import FeatureStats, feature_stats, frechet_distance
 from .inception_score import inception_score
 from .kid import kernel_distance, polynomial_mmd2
+from .precision_recall import precision_recall
 
 __all__ = [
     "FeatureStats",
@@ -11,4 +13,5 @@ __all__ = [
     "inception_score",
     "kernel_distance",
     "polynomial_mmd2",
+    "precision_recall",
 ]

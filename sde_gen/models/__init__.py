@@ -8,6 +8,12 @@ array shaped like x; `sde_gen.ModelScore` turns it into a score function.
 - `ddpmpp`: DDPM++ (score_sde's VP / sub-VP model), the same network with DDPM++ defaults;
 - `adm`: the ADM U-Net of Dhariwal & Nichol (AdaGN, multi-head attention, BigGAN resampling,
   optional class embedding); class labels are passed as `y=`.
+
+DDPM++ and NCSN++ are class-conditional too with `num_classes > 0` (labels as `y=`).
+Classifiers (`CLASSIFIERS`, called the same way, returning logits `(B, classes)`):
+
+- `adm_classifier`: ADM's noise-conditional classifier `p_t(y | x_t)` (the U-Net's encoder
+  half with attention pooling).
 """
 
 from __future__ import annotations
@@ -24,16 +30,28 @@ from .mlp import MLP
 from .ncsnpp import NCSNpp
 
 MODELS = {"mlp": MLP, "ncsnpp": NCSNpp, "ddpmpp": DDPMpp, "adm": ADM}
+CLASSIFIERS = {"adm_classifier": ADMClassifier}
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
-    """The model called `name` in `MODELS`, built with `kwargs`."""
-    cls = choose("model", name, MODELS)
+    """The score network (`MODELS`) or classifier (`CLASSIFIERS`) called `name`, built
+    with `kwargs`."""
+    cls = choose("model", name, {**MODELS, **CLASSIFIERS})
     unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__) - {"parent", "name"})
     if unknown:
         options = ", ".join(f for f in cls.__dataclass_fields__ if f not in ("parent", "name"))
         raise ValueError(f"unknown option(s) {unknown} for model '{name}'; choose from {options}")
     return cls(**kwargs)
+
+
+def is_classifier(model: nn.Module) -> bool:
+    """Whether `model` is one of the `CLASSIFIERS` (logits out, not a score)."""
+    return isinstance(model, tuple(CLASSIFIERS.values()))
+
+
+def num_classes(model: nn.Module) -> int:
+    """The classes a class-conditional score network takes as `y=` (0: unconditional)."""
+    return 0 if is_classifier(model) else int(getattr(model, "num_classes", 0))
 
 
 def count_params(variables) -> int:
@@ -45,6 +63,7 @@ def count_params(variables) -> int:
 __all__ = [
     "ADM",
     "ADMClassifier",
+    "CLASSIFIERS",
     "MLP",
     "MODELS",
     "DDPMpp",
@@ -52,5 +71,7 @@ __all__ = [
     "NCSNpp",
     "count_params",
     "get_model",
+    "is_classifier",
+    "num_classes",
     "timestep_embedding",
 ]

@@ -21,10 +21,9 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .layers import conv3x3, default_init, group_norm, timestep_embedding
+from .layers import class_embedding, conv3x3, default_init, group_norm, timestep_embedding
 
 
 def _rescaled(x, h, rescale: bool):
@@ -43,20 +42,6 @@ def _resample(x, direction: str | None):
 def _time_embedding(time_labels, nf):
     emb = nn.Dense(4 * nf)(timestep_embedding(time_labels, nf))
     return nn.Dense(4 * nf)(nn.silu(emb))
-
-
-def _class_embedding(y, batch, num_classes, null_class, emb):
-    n = num_classes + int(null_class)
-    if y is None:
-        raise ValueError(f"this ADM is class-conditional ({num_classes} classes): pass y")
-    y = jnp.asarray(y)
-    if y.shape != (batch,):
-        raise ValueError(f"y must hold one label per example, shape ({batch},); got {y.shape}")
-    if not isinstance(y, jax.core.Tracer) and not np.all(
-        (np.asarray(y) >= 0) & (np.asarray(y) < n)
-    ):
-        raise ValueError(f"class labels must lie in [0, {n}); got {np.asarray(y)}")
-    return nn.Embed(n, emb.shape[-1])(y)
 
 
 def _blocks(m):
@@ -150,10 +135,11 @@ class ADM(nn.Module):
         y: Int[Array, " batch"] | None = None,
     ) -> Float[Array, "batch H W C"]:
         emb = _time_embedding(time_labels, self.nf)
-        if self.num_classes:
-            emb = emb + _class_embedding(y, x.shape[0], self.num_classes, self.null_class, emb)
-        elif y is not None:
-            raise ValueError("y given, but this ADM has num_classes=0")
+        cemb = class_embedding(
+            y, x.shape[0], self.num_classes, self.null_class, emb.shape[-1], "ADM"
+        )
+        if cemb is not None:
+            emb = emb + cemb
         h, skips = _encoder(self, x, emb, train)
         block, attend = _blocks(self)
         for level, mult in reversed(list(enumerate(self.ch_mult))):

@@ -51,6 +51,31 @@ class GaussianFourierProjection(nn.Module):
         return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
 
 
+def class_embedding(y, batch: int, num_classes: int, null_class: bool, dim: int, owner: str):
+    """Inside a compact module: the learned embedding `(B, dim)` of class labels `y`, or None
+    for an unconditional network (`num_classes == 0`, which refuses labels).
+
+    Labels are ints in `[0, num_classes)`; with `null_class` the extra label `num_classes`
+    means "no class" (the unconditional model of classifier-free guidance). Concrete labels
+    out of range are refused with the valid range.
+    """
+    if not num_classes:
+        if y is not None:
+            raise ValueError(f"class labels y given, but this {owner} has num_classes=0")
+        return None
+    n = num_classes + int(null_class)
+    if y is None:
+        raise ValueError(f"this {owner} is class-conditional ({num_classes} classes): pass y")
+    y = jnp.asarray(y)
+    if y.shape != (batch,):
+        raise ValueError(f"y must hold one label per example, shape ({batch},); got {y.shape}")
+    if not isinstance(y, jax.core.Tracer) and not np.all(
+        (np.asarray(y) >= 0) & (np.asarray(y) < n)
+    ):
+        raise ValueError(f"class labels must lie in [0, {n}); got {np.asarray(y)}")
+    return nn.Embed(n, dim)(y)
+
+
 def default_init(scale: float = 1.0):
     """DDPM's initializer; scale 0 becomes 1e-10 (variance scaling needs a positive scale)."""
     return nn.initializers.variance_scaling(scale or 1e-10, "fan_avg", "uniform")

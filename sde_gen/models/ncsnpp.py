@@ -45,6 +45,9 @@ class NCSNpp(nn.Module):
       features of the label, e.g. 999 t); `conditional`: whether blocks see the time at all;
     - `skip_rescale` (1/sqrt 2 on residual sums), `init_scale` (of each branch's last layer;
       0 starts every block at the identity);
+    - `num_classes`: class-conditional with a learned class embedding added to the time
+      embedding (labels passed as `y=`; needs `conditional`), `null_class`: one more label,
+      `num_classes`, meaning "no class" (for classifier-free guidance);
     - `scale_by_sigma`: divide the output by the label (the std), so an output of unit
       scale is a score; `centered`: inputs already in [-1, 1] (else mapped from [0, 1]).
     """
@@ -69,6 +72,8 @@ class NCSNpp(nn.Module):
     init_scale: float = 0.0
     scale_by_sigma: bool = True
     centered: bool = True
+    num_classes: int = 0
+    null_class: bool = False
 
     def __post_init__(self):
         choose("nonlinearity", self.nonlinearity, ACTIVATIONS)
@@ -82,6 +87,11 @@ class NCSNpp(nn.Module):
                 f"need nf > 0 divisible by 4 (GroupNorm), num_res_blocks >= 1 and a non-empty "
                 f"ch_mult; got nf={self.nf}, num_res_blocks={self.num_res_blocks}, "
                 f"ch_mult={tuple(self.ch_mult)}"
+            )
+        if self.num_classes < 0 or (self.num_classes and not self.conditional):
+            raise ValueError(
+                f"num_classes must be >= 0, and class conditioning needs conditional=True; got "
+                f"num_classes={self.num_classes}, conditional={self.conditional}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1); got {self.dropout}")
@@ -97,7 +107,7 @@ class NCSNpp(nn.Module):
             )
 
     @nn.compact
-    def __call__(self, x, labels, train: bool = False):
+    def __call__(self, x, labels, train: bool = False, y=None):
         self._check_input(x)
         act = ACTIVATIONS[self.nonlinearity]
         nf, levels, skip_rescale = self.nf, len(self.ch_mult), self.skip_rescale
@@ -110,6 +120,12 @@ class NCSNpp(nn.Module):
         if self.conditional:
             temb = nn.Dense(nf * 4, kernel_init=layers.default_init())(temb)
             temb = nn.Dense(nf * 4, kernel_init=layers.default_init())(act(temb))
+            cemb = layers.class_embedding(
+                y, x.shape[0], self.num_classes, self.null_class, nf * 4, type(self).__name__
+            )
+            temb = temb if cemb is None else temb + cemb
+        elif y is not None:
+            raise ValueError(f"class labels y given, but {type(self).__name__} is unconditional")
         else:
             temb = None
 

@@ -147,6 +147,10 @@ class AbstractFastSolver(eqx.Module):
     evals_per_step: ClassVar[int]
     denoise: ClassVar[bool] = False
 
+    def final_denoise(self, sde, score_fn, x, t):
+        """The final Tweedie step `x0(x, t)`."""
+        return _data_prediction(sde, score_fn, x, t)
+
     @property
     @abc.abstractmethod
     def order(self) -> int:
@@ -175,15 +179,44 @@ class DDIM(AbstractFastSolver):
     first-order exponential integrator `x_t = (s_t / s_u) x_u + a_t (1 - e^{-h}) x0`;
     `eta = 1` is DDPM's ancestral step. Ends with the Tweedie step by default, as DDIM's last
     step to `alpha = 1` does.
+
+    Classifier guidance in DDIM's form (Dhariwal & Nichol 2021, Algorithm 2): with
+    `classifier(x, t) -> log p_t(y | x)` of shape `(B,)` and `classifier_scale` s, every
+    step uses `eps_hat - s_u s grad_x log p_u(y | x)` and the `x0` it implies. This is the
+    same guided score as `classifier_guidance(score_fn, classifier, s)`, in noise form.
     """
 
     eta: float = eqx.field(static=True, default=0.0)
+    classifier: object = None
+    classifier_scale: float = 1.0
     evals_per_step: ClassVar[int] = 1
     denoise: ClassVar[bool] = True
 
     def __check_init__(self):
         if is_concrete(self.eta) and not 0.0 <= float(self.eta) <= 1.0:
             raise ValueError(f"DDIM: eta must lie in [0, 1]; got {self.eta}")
+        if self.classifier is not None and not callable(self.classifier):
+            raise ValueError(
+                f"DDIM: classifier must be a callable (x, t) -> log p_t(y | x); got "
+                f"{type(self.classifier).__name__}"
+            )
+        scale = self.classifier_scale
+        if is_concrete(scale) and not (np.isfinite(scale) and float(scale) >= 0):
+            raise ValueError(f"DDIM: classifier_scale must be a finite number >= 0; got {scale}")
+
+    def final_denoise(self, sde, score_fn, x, t):
+        a_t, s_t = (batch_broadcast(c, x) for c in sde.marginal(t))
+        x0 = _data_prediction(sde, score_fn, x, t)
+        return self._guided(sde, x, t, x0, (x - a_t * x0) / s_t)[0]
+
+    def _guided(self, sde, x, u, x0, eps_hat):
+        """ADM's guided noise `eps_hat - s_u scale grad log p_u(y | x)` and its `x0`."""
+        if self.classifier is None:
+            return x0, eps_hat
+        a_u, s_u = (batch_broadcast(c, x) for c in sde.marginal(u))
+        grad = jax.grad(lambda x: jnp.sum(self.classifier(x, batch_times(u, x))))(x)
+        eps_hat = eps_hat - s_u * self.classifier_scale * grad
+        return (x - s_u * eps_hat) / a_u, eps_hat
 
     @property
     def order(self):
@@ -195,6 +228,7 @@ class DDIM(AbstractFastSolver):
             (a_u, s_u), (a_t, s_t) = sde.marginal(u), sde.marginal(t)
             x0 = _data_prediction(sde, score_fn, x, u)
             eps_hat = (x - batch_broadcast(a_u, x) * x0) / batch_broadcast(s_u, x)
+            x0, eps_hat = self._guided(sde, x, u, x0, eps_hat)
             h = sde.log_snr(t) - sde.log_snr(u)
             c = self.eta * s_t * jnp.sqrt(-jnp.expm1(-2 * h))
             out = (
@@ -651,5 +685,5 @@ def _sample_fast(key, sde, score_fn, shape, solver, num_steps, grid, eps, rho, d
     ts = ts.astype(x.dtype)
     x = solver.solve(solve_key, sde, score_fn, x, ts)
     if denoise:
-        x = _data_prediction(sde, score_fn, x, ts[-1])
+        x = solver.final_denoise(sde, score_fn, x, ts[-1])
     return x
