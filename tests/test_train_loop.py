@@ -143,7 +143,7 @@ def test_resuming_a_workdir_under_another_model_is_refused_and_changes_nothing(t
 
 def test_tiny_vp_cifar_run_through_the_tfds_pipeline(tmp_path):
     """The real vp_cifar config, shrunk: tfds CIFAR-10 (mock records), DDPM++, checkpoints,
-    metrics, a loss curve and an EMA sample grid."""
+    metrics, a loss curve and an EMA sample grid; then --mode=sample colorization."""
     config = load_config("vp_cifar")
     t = config.training
     t.batch_size, t.n_iters, t.log_freq = 8, 2, 1
@@ -160,6 +160,16 @@ def test_tiny_vp_cifar_run_through_the_tfds_pipeline(tmp_path):
     assert samples.shape == (4, 32, 32, 3) and np.all(np.isfinite(samples))
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model"]["name"] == "ddpmpp" and saved["training"]["sde"] == "vpsde"
+
+    config.sampling.update(task="colorize", task_examples=4)
+    with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+        (folder,) = evaluate.sample(config, str(tmp_path))
+    out = np.load(os.path.join(folder, "results.npz"))
+    assert out["result"].shape == (4, 32, 32, 3)
+    # the gray level (the channel mean) is kept exactly, the colors are sampled
+    np.testing.assert_allclose(out["result"].mean(-1), out["original"].mean(-1), atol=1e-5)
+    np.testing.assert_array_equal(out["observed"][..., 0], out["observed"][..., 2])
+    assert os.path.getsize(os.path.join(folder, "before_after.png")) > 0
 
 
 def test_toy_2d_run_samples_the_mixture_weights(tmp_path):
