@@ -113,12 +113,17 @@ def main(argv=None) -> None:
 
 
 def save_grids(path, panels, data_range):
-    fig = Figure(figsize=(2.0 * len(panels), 2.6), dpi=110)
-    for i, (title, images) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        ax.imshow(plotting.image_grid(images, data_range, cols=PER_CLASS_SHOWN))
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
+    """One row of panels per kind of guidance (CG, CFG), one panel per strength."""
+    kinds = list(dict.fromkeys(title.split()[0] for title, _ in panels))
+    cols = max(sum(t.split()[0] == k for t, _ in panels) for k in kinds)
+    fig = Figure(figsize=(2.0 * cols, 2.7 * len(kinds)), dpi=110)
+    for row, kind in enumerate(kinds):
+        mine = [(t, images) for t, images in panels if t.split()[0] == kind]
+        for col, (title, images) in enumerate(mine):
+            ax = fig.add_subplot(len(kinds), cols, row * cols + col + 1)
+            ax.imshow(plotting.image_grid(images, data_range, cols=PER_CLASS_SHOWN))
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
     fig.savefig(path, bbox_inches="tight")
 
 

@@ -87,7 +87,6 @@ def test_noise_conditional_classifier_guides_a_fast_sampler():
     guided = sg.classifier_guidance(data.score_fn(sde), log_prob_y, scale=2.0)
     t = jnp.full((3,), 0.5)
     assert float(jnp.abs(guided(X, t) - data.score_fn(sde)(X, t)).max()) > 0
-    x, nfe = sg.sample_fast(jax.random.key(2), sde, guided, X.shape, "dpm_solver++_2m", 4)
-    assert nfe == 4 and bool(jnp.all(jnp.isfinite(x)))
+    # (samplers driven by a guided ADM classifier: tests/test_evaluate.py, slow suite)
     with pytest.raises(ValueError, match="num_classes >= 2"):
         models.ADMClassifier(num_classes=1, **SMALL).init(jax.random.key(0), X, T)

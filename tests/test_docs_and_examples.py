@@ -13,6 +13,7 @@ DOCS = [
     "docs/sampling.md",
     "docs/training.md",
     "docs/evaluation.md",
+    "docs/dpm2015.md",
 ]
 
 

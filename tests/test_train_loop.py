@@ -74,6 +74,7 @@ train.train_and_evaluate(tiny_toy_config(12), {workdir!r})
 """
 
 
+@pytest.mark.slow  # exact resume is in the default suite (in-process); this adds a real kill
 def test_a_killed_process_restarted_continues_exactly(tmp_path):
     straight = train.train_and_evaluate(tiny_toy_config(12), str(tmp_path / "a"))
     workdir = str(tmp_path / "b")
