@@ -130,9 +130,14 @@ def is_classifier(config) -> bool:
     return str(config.model.name).lower() in models.CLASSIFIERS
 
 
+def is_dpm2015(config) -> bool:
+    """Whether the config trains a 2015 discrete chain (`models.REVERSE_CHAINS`)."""
+    return str(config.model.name).lower() in models.REVERSE_CHAINS
+
+
 def get_model(config) -> nn.Module:
     """The network `config.model.name` with its options."""
-    _choose(config, "model.name", {**models.MODELS, **models.CLASSIFIERS})
+    _choose(config, "model.name", {**models.MODELS, **models.CLASSIFIERS, **models.REVERSE_CHAINS})
     try:
         return models.get_model(config.model.name, **network_options(config))
     except (ValueError, TypeError) as error:
@@ -504,7 +509,7 @@ def check_config(config, num_devices: int | None = None) -> None:
                 f"number of devices ({devices})"
             )
     name = _choose(config, "data.dataset", data_lib.DATASETS)
-    if name in data_lib.TOY_DATASETS and config.model.name != "mlp":
+    if name in data_lib.TOY_DATASETS and config.model.name not in ("mlp", "dpm2015_mlp"):
         raise ConfigError(
             f"config.model.name={config.model.name!r} is an image network; data set {name!r} "
             "is 2-D points: use model.name='mlp'"

@@ -12,7 +12,8 @@ JSON-able dict (`get_state` / `set_state`), saved beside the train state for exa
 - `digits`: scikit-learn's 8x8 digits (17 intensity levels), shipped with the package:
   the embedded default data set, which needs no download.
 - Toy 2-D data: `gmm` (a ring of eight Gaussians with known density, see
-  `toy_density`), `swiss_roll`, `checkerboard`, generated from a fixed seed.
+  `toy_density`), `swiss_roll`, `checkerboard`, generated from a fixed seed; and the binary
+  `heartbeat` sequences of Sohl-Dickstein et al. 2015 (length 20, a 1 every 5th bin).
 
 Images are scaled to `[0, 1]`: `k / (L - 1)` for L intensity levels, or with uniform
 dequantization `(k + u) / L`, u ~ U(0, 1), so that the L bins of width 1/L tile [0, 1]
@@ -50,13 +51,14 @@ IMAGE_DATASETS = {
     "lsun_bedroom": ImageSource("lsun/bedroom"),
     "lsun_church": ImageSource("lsun/church_outdoor"),
 }
-TOY_DATASETS = ("gmm", "swiss_roll", "checkerboard")
+TOY_DATASETS = ("gmm", "swiss_roll", "checkerboard", "heartbeat")
 DATASETS = (*IMAGE_DATASETS, "digits", *TOY_DATASETS)
 SPLITS = ("train", "test")
 # Sizes of the generated toy splits and the fixed seeds they are drawn with.
 _TOY_SIZES = {"train": 100_000, "test": 10_000}
 _TOY_SEEDS = {"train": 0, "test": 1}
 DIGITS_LEVELS = 17
+HEARTBEAT_LENGTH, HEARTBEAT_PERIOD = 20, 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,12 @@ def toy_density():
 
 def _toy_points(name: str, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
+    if name == "heartbeat":
+        # Sohl-Dickstein et al. 2015's binary sequences: length 20, a 1 every 5th bin,
+        # starting at a random phase
+        phase = rng.integers(0, HEARTBEAT_PERIOD, n)
+        bins = np.arange(HEARTBEAT_LENGTH)
+        return ((bins[None] - phase[:, None]) % HEARTBEAT_PERIOD == 0).astype(np.float32)
     if name == "gmm":
         density = toy_density()
         return np.asarray(density.sample(jax.random.key(seed), n), np.float32)

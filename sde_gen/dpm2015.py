@@ -60,13 +60,15 @@ def _check_betas(betas: ArrayLike, upper: float) -> Array:
     return betas
 
 
-def linear_betas(num_steps: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> Array:
-    """`num_steps` betas linear from `beta_1` to `beta_T` (DDPM's schedule)."""
+def linear_betas(num_steps: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> np.ndarray:
+    """`num_steps` betas linear from `beta_1` to `beta_T` (DDPM's schedule), float32."""
     check_steps("num_steps", num_steps)
-    return jnp.linspace(beta_1, beta_T, num_steps)
+    return np.linspace(beta_1, beta_T, num_steps, dtype=np.float32)
 
 
-def sohl_dickstein_betas(num_steps: int, beta_1: float = 1e-4, beta_T: float = None) -> Array:
+def sohl_dickstein_betas(
+    num_steps: int, beta_1: float = 1e-4, beta_T: float | None = None
+) -> np.ndarray:
     """The 2015 paper's fixed schedule: `beta_t = 1 / (T - t + 1)` for the binomial chain
     (so that `abar_T = 0`: the chain ends at its prior exactly) with the first step set to
     `beta_1`; pass `beta_T` to clip the last ones below it."""
@@ -76,7 +78,7 @@ def sohl_dickstein_betas(num_steps: int, beta_1: float = 1e-4, beta_T: float = N
     betas[0] = beta_1
     if beta_T is not None:
         betas = np.minimum(betas, beta_T)
-    return jnp.asarray(betas, jnp.float32)
+    return betas.astype(np.float32)
 
 
 def _steps(t: ArrayLike, batch: int) -> Array:

@@ -484,6 +484,14 @@ def solve_inverse_problem(config, workdir: str, step: int, params, info) -> str:
     return folder
 
 
+def _for_checkpoints(config, workdir: str, info, run) -> list:
+    """`run(step, ema_params)` for every checkpoint `eval.checkpoint` selects."""
+    return [
+        run(step, load_ema_params(config, workdir, step, info.shape))
+        for step in checkpoint_steps(config, workdir)
+    ]
+
+
 def sample(config, workdir: str) -> list[str]:
     """`--mode=sample`: samples (npz + PNG grid) from the selected checkpoints, or with
     `sampling.task` "inpaint" / "colorize" the restorations of `solve_inverse_problem`."""
@@ -495,6 +503,12 @@ def sample(config, workdir: str) -> list[str]:
             "config.sampling.classifier_workdir)"
         )
     info, folders = _info(config), []
+    if build.is_dpm2015(config):
+        from . import dpm2015_runs
+
+        model = build.get_model(config)
+        run = lambda step, params: dpm2015_runs.sample(config, workdir, step, model, params)
+        return _for_checkpoints(config, workdir, info, run)
     task = config.sampling.get("task", "generate")
     for step in checkpoint_steps(config, workdir):
         params = load_ema_params(config, workdir, step, info.shape)
@@ -557,19 +571,27 @@ def classifier_quality(config, workdir: str, step: int, params, info) -> dict:
 def evaluate(config, workdir: str) -> list[dict]:
     """`--mode=eval`: a report per selected checkpoint, `eval/report_<run name>.json`
     (for a classifier config: its accuracy against the noise level,
-    `eval/report_<step>_classifier.json`)."""
+    `eval/report_<step>_classifier.json`; for a 2015 discrete model: the bound K,
+    `eval/report_<step>_dpm2015.json`)."""
     build.check_config(config)
     info, reports = _info(config), []
+    if build.is_dpm2015(config):
+        from . import dpm2015_runs
+
+        model = build.get_model(config)
+        run = lambda step, params: dpm2015_runs.evaluate(config, workdir, step, model, params)
+        return _for_checkpoints(config, workdir, info, run)
     if build.is_classifier(config):
-        for step in checkpoint_steps(config, workdir):
-            params = load_ema_params(config, workdir, step, info.shape)
+
+        def run(step, params):
             report = {"step": step, **classifier_quality(config, workdir, step, params, info)}
             path = os.path.join(workdir, "eval", f"report_{step}_classifier.json")
             with open(path, "w") as f:
                 json.dump(report, f, indent=2)
             logging.info("step %d: %s -> %s", step, json.dumps(report), path)
-            reports.append(report)
-        return reports
+            return report
+
+        return _for_checkpoints(config, workdir, info, run)
     sde, model = build.get_sde(config), build.get_model(config)
     space = None  # built once, at the first checkpoint that needs it
     for step in checkpoint_steps(config, workdir):

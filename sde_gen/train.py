@@ -14,6 +14,7 @@ equals the same global batch on one, and a resumed run repeats the uninterrupted
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import time
@@ -36,6 +37,7 @@ from .score import ModelClassifier, ModelScore
 from .sde import AbstractLinearSDE, batch_broadcast
 
 AXIS = "batch"
+MAX_IN_FLIGHT = 2  # train steps dispatched ahead of the host
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -203,6 +205,31 @@ def make_classifier_train_step(
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
         return jnp.mean(w * losses), {"accuracy": accuracy}
+
+    return _make_step(loss_fn, optimizer, ema_decay, ema_warmup)
+
+
+def make_dpm2015_train_step(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    *,
+    ema_decay: float = 0.9999,
+    ema_warmup: bool = False,
+):
+    """The step of a 2015 discrete diffusion model (`models.ReverseMLP`): the loss is `-K`
+    in bits per dimension, each example's sum over t estimated from one draw of t (unbiased);
+    the gradient also reaches the betas when they are learned. Metrics add `K_bits`, the
+    batch mean of K in bits per example."""
+    from .models.dpm2015_net import reverse_fn
+
+    def loss_fn(params, x, labels, example_keys, dropout_key):
+        x = x.reshape(x.shape[0], -1)
+        chain, reverse = reverse_fn(model, params)
+        k = jax.vmap(lambda key, x0: chain.bound(key, reverse, x0[None], num_t=1)["K"][0])(
+            example_keys, x
+        )
+        bits = k / np.log(2.0)
+        return -jnp.mean(bits) / x.shape[1], {"K_bits": jnp.mean(bits)}
 
     return _make_step(loss_fn, optimizer, ema_decay, ema_warmup)
 
@@ -388,7 +415,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     loss = build.get_loss(config)
     train_it, info = build.get_dataset(config, "train", training.batch_size)
     sample_snapshots = training.snapshot_sampling and not build.is_classifier(config)
-    sampler = build.get_sampler(config, sde) if sample_snapshots else None
+    sampler = None
+    if sample_snapshots:
+        sampler = "dpm2015" if build.is_dpm2015(config) else build.get_sampler(config, sde)
 
     key = jax.random.key(int(config.seed))
     init_key, train_key, sample_key = jax.random.split(key, 3)
@@ -414,6 +443,11 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     if models.is_classifier(model):
         step_fn = make_classifier_train_step(
             sde, model, optimizer, time_sampler=loss.time_sampler, **common
+        )
+    elif build.is_dpm2015(config):
+        _check_dpm2015_dim(model, info)
+        step_fn = make_dpm2015_train_step(
+            model, optimizer, ema_decay=common["ema_decay"], ema_warmup=common["ema_warmup"]
         )
     else:
         step_fn = make_train_step(
@@ -443,11 +477,17 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
     n_iters = int(training.n_iters)
     pending, t_log, step_log = [], time.perf_counter(), start
+    in_flight = collections.deque()
     for step in range(start + 1, n_iters + 1):
         batch = next(train_it)
         p_state, metrics = p_step(p_state, batch, train_key)
         ok = all_finite(ok, metrics)
         pending.append(metrics)
+        # At most MAX_IN_FLIGHT steps queued: a long queue of pmapped steps can starve
+        # XLA's CPU device threads and time out their collectives.
+        in_flight.append(metrics["loss"])
+        if len(in_flight) > MAX_IN_FLIGHT:
+            jax.block_until_ready(in_flight.popleft())
         if step == start + 1:  # the rate and ETA leave out compilation
             jax.block_until_ready(metrics)
             t_log, step_log = time.perf_counter(), step
@@ -479,7 +519,13 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         if snapshot and is_main:
             t_snapshot = time.perf_counter()
             _save_loss_curve(workdir, writer.path)
-            if sampler is not None:
+            if sampler == "dpm2015":
+                from . import dpm2015_runs
+
+                n = int(training.get("snapshot_samples", 64))
+                key_n = jax.random.fold_in(sample_key, step)
+                dpm2015_runs.snapshot(workdir, step, model, host_state.ema_params, key_n, n, info)
+            elif sampler is not None:
                 sample_key_n = jax.random.fold_in(sample_key, step)
                 _snapshot_samples(
                     config, workdir, step, sde, model, host_state.ema_params, sampler,
@@ -491,6 +537,18 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     checkpoints.close()
     writer.close()
     return jax.device_get(unreplicate(p_state))
+
+
+def _check_dpm2015_dim(model, info) -> None:
+    import math
+
+    from .build import ConfigError
+
+    if model.dim != math.prod(info.shape):
+        raise ConfigError(
+            f"config.model.dim={model.dim}, but data set {info.name!r} has examples of shape "
+            f"{info.shape} ({math.prod(info.shape)} values)"
+        )
 
 
 # What a resumed run may not change: the network, the SDE and the data.

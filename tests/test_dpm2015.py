@@ -2,6 +2,8 @@
 with the true reverse kernels plugged in, ancestral samples, the entropy bounds, and
 posterior sampling by multiplying distributions."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -232,3 +234,92 @@ def test_gaussian_factor_is_a_product_of_gaussians():
 def test_bad_schedules_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+# --- Learned reverse chains, trained through the loop ----------------------------------------
+
+
+def _load(name):
+    return __import__(f"configs.{name}", fromlist=["get_config"]).get_config()
+
+
+def test_learned_reverse_steps_stay_within_the_entropy_bounds_and_betas_learn():
+    from sde_gen import models, train
+    from sde_gen.models.dpm2015_net import reverse_fn
+
+    model = models.get_model("dpm2015_mlp", dim=2, num_steps=10, beta_T=0.3, learn_betas=True,
+                             hidden=16, num_layers=1, embed_dim=8)  # fmt: skip
+    optimizer = train.make_optimizer(lr=1e-2, warmup=0)
+    x = jax.random.normal(jax.random.key(0), (16, 2))
+    state = train.init_state(jax.random.key(1), model, optimizer, x)
+    params = jax.tree_util.tree_map(  # random outputs: the last layer starts at zero
+        lambda p: p + 0.5 * jax.random.normal(jax.random.key(2), p.shape), state.params
+    )
+    chain, reverse = reverse_fn(model, params)
+    for t in range(2, 11):
+        _, var = reverse(x, jnp.full((16,), t))
+        entropy = 0.5 * jnp.sum(jnp.log(2 * jnp.pi * jnp.e * var), -1)
+        lower, upper = chain.entropy_bounds(t, 2)
+        assert bool(jnp.all(entropy >= lower - 1e-4)) and bool(jnp.all(entropy <= upper + 1e-4))
+    step = train.pmap_train_step(
+        train.make_dpm2015_train_step(model, optimizer, ema_decay=0.0),
+        devices=jax.local_devices()[:1],
+    )
+    new, metrics = step(train.replicate(state, jax.local_devices()[:1]), x[None], jax.random.key(3))
+    old_betas = model.apply(state.params, method=type(model).betas)
+    new_betas = model.apply(train.unreplicate(new).params, method=type(model).betas)
+    assert float(new_betas[0]) == float(old_betas[0])  # beta_1 is fixed
+    assert float(jnp.abs(new_betas[1:] - old_betas[1:]).max()) > 0  # the others learn
+    assert np.isfinite(float(metrics["K_bits"][0]))
+
+
+def test_heartbeat_data_are_the_papers_sequences():
+    from sde_gen import data, dpm2015_runs
+
+    it, info = data.get_dataset("heartbeat", "test", 500, num_devices=1)
+    x = np.asarray(next(it)["x"][0])
+    assert info.shape == (20,) and set(np.unique(x)) == {0.0, 1.0}
+    assert np.all(x.sum(1) == 4)
+    assert dpm2015_runs._heartbeat_metrics(x)["valid_sequence_fraction"] == 1.0
+    x[0, 0] = 1 - x[0, 0]
+    assert dpm2015_runs._heartbeat_metrics(x)["valid_sequence_fraction"] == 1 - 1 / 500
+
+
+@pytest.mark.parametrize("name", ["dpm2015_swissroll", "dpm2015_binary"])
+def test_short_runs_improve_k_and_eval_reports_it(tmp_path, name):
+    """Train 300 steps through the loop; K on the test split (every step summed) at the
+    checkpoints 100, 200, 300 increases; eval also reports the entropy bounds."""
+    from sde_gen import evaluate, train
+
+    config = _load(name)
+    t = config.training
+    t.n_iters, t.snapshot_freq, t.log_freq, t.snapshot_samples = 300, 100, 100, 200
+    config.eval.update(checkpoint="all", num_samples=500, bpd_num_examples=2000)
+    train.train_and_evaluate(config, str(tmp_path))
+    reports = evaluate.evaluate(config, str(tmp_path))
+    assert [r["step"] for r in reports] == [100, 200, 300]
+    k = [r["K_bits"] for r in reports]
+    se = max(r["K_nats_stderr"] for r in reports) / np.log(2)
+    assert k[0] + 2 * se < k[1] and k[1] + 2 * se < k[2], k
+    bounds = reports[-1]["entropy_bounds_nats"]
+    assert np.all(np.asarray(bounds["lower"]) <= np.asarray(bounds["upper"]))
+    if name == "dpm2015_binary":
+        assert k[-1] < reports[-1]["data_log_likelihood_bits"]  # a bound: below -log2 5
+        assert 0 <= reports[-1]["valid_sequence_fraction"] <= 1
+    else:
+        lower, learned = np.asarray(bounds["lower"]), np.asarray(bounds["learned"])
+        assert np.all(learned >= lower - 1e-3) and np.all(
+            learned <= np.asarray(bounds["upper"]) + 1e-3
+        )
+        config.eval.checkpoint = "latest"
+        (folder,) = evaluate.sample(config, str(tmp_path))
+        assert os.path.getsize(os.path.join(folder, "trajectories.png")) > 0
+
+
+def test_a_dimension_mismatch_is_refused(tmp_path):
+    from sde_gen import build, train
+
+    config = _load("dpm2015_swissroll")
+    config.model.dim = 3
+    with pytest.raises(build.ConfigError, match="model.dim=3, but data set 'swiss_roll'"):
+        train.train_and_evaluate(config, str(tmp_path))

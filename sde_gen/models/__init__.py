@@ -14,6 +14,11 @@ Classifiers (`CLASSIFIERS`, called the same way, returning logits `(B, classes)`
 
 - `adm_classifier`: ADM's noise-conditional classifier `p_t(y | x_t)` (the U-Net's encoder
   half with attention pooling).
+
+Reverse chains of the 2015 discrete models (`REVERSE_CHAINS`):
+
+- `dpm2015_mlp`: `ReverseMLP`, the learned reverse kernels and the betas of a Gaussian or
+  binomial chain (`sde_gen.dpm2015`).
 """
 
 from __future__ import annotations
@@ -25,18 +30,20 @@ import numpy as np
 from .._checks import choose
 from .adm import ADM, ADMClassifier
 from .ddpmpp import DDPMpp
+from .dpm2015_net import ReverseMLP
 from .layers import GaussianFourierProjection, timestep_embedding
 from .mlp import MLP
 from .ncsnpp import NCSNpp
 
 MODELS = {"mlp": MLP, "ncsnpp": NCSNpp, "ddpmpp": DDPMpp, "adm": ADM}
 CLASSIFIERS = {"adm_classifier": ADMClassifier}
+REVERSE_CHAINS = {"dpm2015_mlp": ReverseMLP}
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
     """The score network (`MODELS`) or classifier (`CLASSIFIERS`) called `name`, built
     with `kwargs`."""
-    cls = choose("model", name, {**MODELS, **CLASSIFIERS})
+    cls = choose("model", name, {**MODELS, **CLASSIFIERS, **REVERSE_CHAINS})
     unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__) - {"parent", "name"})
     if unknown:
         options = ", ".join(f for f in cls.__dataclass_fields__ if f not in ("parent", "name"))
@@ -69,6 +76,8 @@ __all__ = [
     "DDPMpp",
     "GaussianFourierProjection",
     "NCSNpp",
+    "REVERSE_CHAINS",
+    "ReverseMLP",
     "count_params",
     "get_model",
     "is_classifier",

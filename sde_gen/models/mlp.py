@@ -18,6 +18,7 @@ class MLP(nn.Module):
     hidden: int = 256
     num_layers: int = 3
     embed_dim: int = 128
+    out_features: int = 0  # 0: shaped like x; else a (B, out_features) output
 
     @nn.compact
     def __call__(self, x, labels, train: bool = False):
@@ -29,5 +30,6 @@ class MLP(nn.Module):
         for _ in range(self.num_layers):
             residual = nn.Dense(self.hidden)(nn.silu(h + temb))
             h = h + nn.Dense(self.hidden)(nn.silu(residual))
-        out = nn.Dense(x[0].size, kernel_init=nn.initializers.zeros)(nn.silu(h))
-        return jnp.reshape(out, x.shape)
+        size = self.out_features or x[0].size
+        out = nn.Dense(size, kernel_init=nn.initializers.zeros)(nn.silu(h))
+        return out if self.out_features else jnp.reshape(out, x.shape)
