@@ -105,7 +105,10 @@ class _Chain(eqx.Module):
         return jnp.concatenate([jnp.zeros((1,)), self.betas])[t]
 
     def _check(self, x0: Array) -> Array:
-        return check_x("x0", x0, (x0.shape[0], x0.shape[-1]) if x0.ndim == 2 else None)
+        x0 = check_x("x0", x0)
+        if x0.ndim != 2:
+            raise ValueError(f"the chains take vectors (B, D); got shape {x0.shape}: flatten first")
+        return x0
 
     def _kl_sum(self, key, x0, reverse, num_t):
         """`sum_{t=2}^T E KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))` per example: exact

@@ -21,6 +21,7 @@ from absl import logging
 from matplotlib.figure import Figure
 
 from . import plotting
+from .dpm2015 import inpaint_factor
 from .models.dpm2015_net import reverse_fn
 
 
@@ -175,8 +176,6 @@ def sample(config, workdir, step, model, params) -> str:
 
         images = x[:32].reshape(-1, *info.shape)
         known = np.broadcast_to(task_mask("left_half", *info.shape[:2])[..., None], info.shape)
-        from .dpm2015 import inpaint_factor
-
         factor = inpaint_factor(known.reshape(-1), jnp.asarray(x[:32]), chain)
         restored = np.asarray(
             chain.sample(jax.random.fold_in(key, 2), reverse, (32, model.dim), perturb=factor)

@@ -323,3 +323,10 @@ def test_a_dimension_mismatch_is_refused(tmp_path):
     config.model.dim = 3
     with pytest.raises(build.ConfigError, match="model.dim=3, but data set 'swiss_roll'"):
         train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_images_must_be_flattened():
+    chain = dpm2015.GaussianChain(BETAS)
+    reverse = dpm2015.exact_reverse(chain, MEAN, COV)
+    with pytest.raises(ValueError, match=r"take vectors \(B, D\)"):
+        chain.bound(jax.random.key(0), reverse, jnp.zeros((2, 2, 2)))
