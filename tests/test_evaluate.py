@@ -45,8 +45,8 @@ def tiny_digits_config():
     t.n_iters, t.log_freq, t.snapshot_freq, t.snapshot_sampling = 20, 10, 20, False
     config.sampling.method, config.sampling.num_steps = "pc", 20
     config.eval.update(
-        batch_size=32, num_samples=64, classifier_steps=300, bpd_num_examples=32,
-        bpd_batch_size=32, bpd_rtol=1e-3, bpd_atol=1e-3, reference_examples=297,
+        batch_size=32, num_samples=64, classifier_steps=300, bpd_num_examples=16,
+        bpd_batch_size=16, bpd_rtol=1e-3, bpd_atol=1e-3, reference_examples=297,
     )  # fmt: skip
     return config
 
@@ -104,6 +104,7 @@ def train_tiny_classifier(clf_dir):
     train.train_and_evaluate(tiny_classifier_config(8), clf_dir)
 
 
+@pytest.mark.slow  # the classifier step: test_conditional.py (against the Bayes classifier)
 def test_classifier_config_trains_and_reports_accuracy_against_t(tmp_path):
     clf_dir = str(tmp_path / "clf")
     train_tiny_classifier(clf_dir)

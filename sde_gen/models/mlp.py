@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .layers import timestep_embedding
+from .layers import class_embedding, timestep_embedding
 
 
 class MLP(nn.Module):
@@ -19,13 +19,17 @@ class MLP(nn.Module):
     num_layers: int = 3
     embed_dim: int = 128
     out_features: int = 0  # 0: shaped like x; else a (B, out_features) output
+    num_classes: int = 0  # > 0: class-conditional, labels as y= (see layers.class_embedding)
+    null_class: bool = False
 
     @nn.compact
-    def __call__(self, x, labels, train: bool = False):
+    def __call__(self, x, labels, train: bool = False, y=None):
         del train  # no dropout or normalization statistics
         batch = x.shape[0]
         temb = timestep_embedding(labels, self.embed_dim)
         temb = nn.Dense(self.hidden)(nn.silu(nn.Dense(self.hidden)(temb)))
+        cemb = class_embedding(y, batch, self.num_classes, self.null_class, self.hidden, "MLP")
+        temb = temb if cemb is None else temb + cemb
         h = nn.Dense(self.hidden)(x.reshape(batch, -1))
         for _ in range(self.num_layers):
             residual = nn.Dense(self.hidden)(nn.silu(h + temb))
