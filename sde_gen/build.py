@@ -512,5 +512,5 @@ def check_config(config, num_devices: int | None = None) -> None:
     if name in data_lib.TOY_DATASETS and config.model.name not in ("mlp", "dpm2015_mlp"):
         raise ConfigError(
             f"config.model.name={config.model.name!r} is an image network; data set {name!r} "
-            "is 2-D points: use model.name='mlp'"
+            "holds vectors: use model.name='mlp' (or 'dpm2015_mlp' for a 2015 chain)"
         )

@@ -152,7 +152,7 @@ def test_noise_conditional_classifier_learns_the_bayes_classifier_of_a_mixture()
         x = jnp.asarray(means, jnp.float32)[y] + 0.5 * jax.random.normal(k2, (n, d))
         return x.reshape(n, 4, 4, 1), y
 
-    for i in range(200):
+    for i in range(150):
         x, y = batch(jax.random.key(100 + i), 64)
         state, metrics = run(state, {"x": x[None], "label": y[None]}, jax.random.key(1))
     params = train.unreplicate(state).params

@@ -296,7 +296,7 @@ def test_short_runs_improve_k_and_eval_reports_it(tmp_path, name):
     config = _load(name)
     t = config.training
     t.n_iters, t.snapshot_freq, t.log_freq, t.snapshot_samples = 150, 50, 50, 100
-    config.eval.update(checkpoint="all", num_samples=300, bpd_num_examples=1000)
+    config.eval.update(checkpoint="all", num_samples=200, bpd_num_examples=600)
     train.train_and_evaluate(config, str(tmp_path))
     reports = evaluate.evaluate(config, str(tmp_path))
     assert [r["step"] for r in reports] == [50, 100, 150]

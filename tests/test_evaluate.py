@@ -52,9 +52,9 @@ def tiny_digits_config():
 
 
 def test_tiny_digits_run_then_eval_writes_a_report_and_grid(tmp_path):
-    """Train a class-conditional model 20 steps, evaluate, evaluate again (resumed), inpaint
-    with it, then the error paths on the same run (one test: the training and compilation
-    are the expensive part)."""
+    """Train a class-conditional model 20 steps, evaluate, evaluate again (resumed), then the
+    error paths on the same run (one test: the training and compilation are the expensive
+    part)."""
     workdir = str(tmp_path / "run")
     config = tiny_digits_config()
     train.train_and_evaluate(config, workdir)
@@ -86,7 +86,6 @@ def test_tiny_digits_run_then_eval_writes_a_report_and_grid(tmp_path):
     samples = np.load(tmp_path / "run" / "eval" / f"samples_{name}" / "batch_1.npz")
     assert samples["labels"].tolist() == [(32 + i) % 10 for i in range(32)]
 
-    check_inpainting(config, workdir)
     check_error_paths(tmp_path / "empty", workdir)
 
 
@@ -123,7 +122,8 @@ def test_classifier_config_trains_and_reports_accuracy_against_t(tmp_path):
 @pytest.mark.slow
 def test_guided_eval_of_a_run_with_its_classifier(tmp_path):
     """Classifier guidance by a classifier trained by the loop, with classifier-free
-    guidance, through --mode=eval: another sampler, so its own samples and report."""
+    guidance, through --mode=eval: another sampler, so its own samples and report; then
+    --mode=sample inpainting on the same run."""
     workdir, clf_dir = str(tmp_path / "run"), str(tmp_path / "clf")
     config = tiny_digits_config()
     config.eval.enable_bpd = False
@@ -141,6 +141,9 @@ def test_guided_eval_of_a_run_with_its_classifier(tmp_path):
     config.model.beta_max = 10.0  # another SDE than the classifier's
     with pytest.raises(build.ConfigError, match="was trained for VPSDE"):
         evaluate.evaluate(config, workdir)
+    config.model.beta_max = 20.0
+    config.sampling.update(cfg_weight=0.0, classifier_scale=0.0)
+    check_inpainting(config, workdir)
 
 
 def check_inpainting(config, workdir):

@@ -190,7 +190,14 @@ def test_bad_loss_inputs_raise(key):
         sg.DiscreteTime(0)
 
 
-@pytest.mark.parametrize("sde", [sg.VPSDE(), sg.SubVPSDE(), sg.VESDE()], ids=["vp", "subvp", "ve"])
+SLOW = pytest.mark.slow  # the same code for every SDE: VP in the default suite
+
+
+@pytest.mark.parametrize(
+    "sde",
+    [sg.VPSDE(), pytest.param(sg.SubVPSDE(), marks=SLOW), pytest.param(sg.VESDE(), marks=SLOW)],
+    ids=["vp", "subvp", "ve"],
+)
 def test_nll_bound_with_the_exact_score_is_the_entropy_plus_the_prior_gap(sde):
     """With the true score the per-example bound is tight up to the prior mismatch: its mean
     over data equals E[-log p(x)] + KL(p_T || pi), both closed-form for Gaussian data. A

@@ -236,7 +236,7 @@ def test_bad_config_values_fail_before_any_work(override, message):
 def test_toy_data_with_an_image_network_is_refused():
     config = load_config("toy_2d")
     config.model = load_config("vp_digits").model
-    with pytest.raises(build.ConfigError, match="is 2-D points: use model.name='mlp'"):
+    with pytest.raises(build.ConfigError, match="holds vectors: use model.name='mlp'"):
         build.check_config(config)
 
 

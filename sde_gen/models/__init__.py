@@ -9,7 +9,7 @@ array shaped like x; `sde_gen.ModelScore` turns it into a score function.
 - `adm`: the ADM U-Net of Dhariwal & Nichol (AdaGN, multi-head attention, BigGAN resampling,
   optional class embedding); class labels are passed as `y=`.
 
-DDPM++ and NCSN++ are class-conditional too with `num_classes > 0` (labels as `y=`).
+DDPM++, NCSN++ and the MLP are class-conditional too with `num_classes > 0` (labels as `y=`).
 Classifiers (`CLASSIFIERS`, called the same way, returning logits `(B, classes)`):
 
 - `adm_classifier`: ADM's noise-conditional classifier `p_t(y | x_t)` (the U-Net's encoder
