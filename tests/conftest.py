@@ -25,3 +25,21 @@ def sde(request):
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+# The longest tests start first, so that two workers finish together instead of one
+# waiting for a long test picked up last.
+LONGEST_FIRST = (
+    "test_tiny_digits_run_then_eval",
+    "test_toy_2d_run_samples_the_mixture_weights",
+    "test_tiny_vp_cifar_run_through_the_tfds_pipeline",
+    "test_short_runs_improve_k_and_eval_reports_it",
+    "test_noise_conditional_classifier_learns_the_bayes_classifier",
+    "test_random_weights_forward_save_load_and_torch_conversion",
+    "test_shapes_the_class_embedding_and_its_effect",
+    "test_resumed_run_equals_the_uninterrupted_one_bit_for_bit",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.name.startswith(LONGEST_FIRST))
