@@ -129,6 +129,7 @@ def test_conditional_train_step_errors():
         run(train.replicate(state, jax.local_devices()[:1]), x, jax.random.key(0))
 
 
+@pytest.mark.slow  # 150 training steps of an ADM classifier
 def test_noise_conditional_classifier_learns_the_bayes_classifier_of_a_mixture():
     """Two Gaussian classes of 4x4 images (means -/+0.4, std 0.5 per pixel): trained on x_t
     from the VP marginal, the classifier's cross-entropy over t approaches the exact Bayes

@@ -286,7 +286,8 @@ def test_heartbeat_data_are_the_papers_sequences():
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param("dpm2015_swissroll", marks=pytest.mark.slow), "dpm2015_binary"]
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) for n in ("dpm2015_swissroll", "dpm2015_binary")],
 )
 def test_short_runs_improve_k_and_eval_reports_it(tmp_path, name):
     """Train 150 steps through the loop; K on the test split (every step summed) at the

@@ -9,6 +9,7 @@ from flax import traverse_util
 from sde_gen.metrics import inception
 
 
+@pytest.mark.slow  # builds the 24M-parameter network; the error paths stay in the default suite
 def test_random_weights_forward_save_load_and_torch_conversion(tmp_path):
     """One test, as building the 24M random variables is the expensive part."""
     variables = inception.init_random(jax.random.key(0), 75)

@@ -173,6 +173,7 @@ def test_tiny_vp_cifar_run_through_the_tfds_pipeline(tmp_path):
     assert os.path.getsize(os.path.join(folder, "before_after.png")) > 0
 
 
+@pytest.mark.slow  # 1 min: a trained model against the exact mixture
 def test_toy_2d_run_samples_the_mixture_weights(tmp_path):
     """Train the toy_2d config briefly, then sample its EMA model with the PF-ODE: each of
     the eight components gets its 1/8 share within binomial error, at the right place. A
