@@ -194,6 +194,20 @@ def get_score_fn(
     return score_fn
 
 
+def get_classifier_fn(
+    config, model: nn.Module, variables, sde: AbstractLinearSDE
+) -> ModelClassifier:
+    """The noise-conditional classifier `model` with `variables` of a classifier config, seeing
+    the time labels its config names (as `get_score_fn` does for score networks)."""
+    return ModelClassifier(
+        model,
+        variables,
+        sde,
+        time_input=config.model.get("time_input", "t"),
+        time_scale=float(config.model.get("time_scale", 999.0)),
+    )
+
+
 def guidance_settings(config) -> dict:
     """`config.sampling`'s guidance: `cfg_weight` (classifier-free), `classifier_scale` and
     `classifier_workdir` (the run of a noise-conditional classifier)."""

@@ -111,13 +111,7 @@ def load_classifier(config, sde) -> ModelClassifier:
     shape = _info(cfg).shape
     params = load_ema_params(cfg, workdir, step, shape)
     logging.info("classifier guidance: %s step %d", workdir, step)
-    return ModelClassifier(
-        build.get_model(cfg),
-        params,
-        sde,
-        time_input=cfg.model.get("time_input", "t"),
-        time_scale=float(cfg.model.get("time_scale", 999.0)),
-    )
+    return build.get_classifier_fn(cfg, build.get_model(cfg), params, sde)
 
 
 def sample_labels(config, start: int, n: int):
@@ -533,9 +527,7 @@ def classifier_quality(config, workdir: str, step: int, params, info) -> dict:
     import optax
 
     sde, model = build.get_sde(config), build.get_model(config)
-    classifier = ModelClassifier(
-        model, params, sde, config.model.time_input, float(config.model.get("time_scale", 999.0))
-    )
+    classifier = build.get_classifier_fn(config, model, params, sde)
     x_all, y_all, _ = _dataset_arrays(config, config.eval.get("reference_split", "test"))
     eps = float(config.training.get("eps", 1e-5))
     logits_fn = jax.jit(lambda c, x, t: c.logits(x, t))
