@@ -513,7 +513,9 @@ def _write_seal(step_dir: str, step: int) -> None:
     body = {
         "format": FORMAT,
         "step": step,
-        "files": {rel: _file_sha256(os.path.join(step_dir, rel), sync=True) for rel in _files(step_dir)},
+        "files": {
+            rel: _file_sha256(os.path.join(step_dir, rel), sync=True) for rel in _files(step_dir)
+        },
     }
     body["sha256"] = _sha256(_canonical_json(body))
     tmp = _seal_path(step_dir) + ".tmp"
@@ -531,7 +533,8 @@ def _check_seal(path: str, step: int) -> None:
             raw = f.read()
     except FileNotFoundError:
         raise CorruptCheckpointError(
-            path, f"incomplete: no {SEAL} (a half-written step, or not written by a CheckpointStore)"
+            path,
+            f"incomplete: no {SEAL} (a half-written step, or not written by a CheckpointStore)",
         ) from None
     except OSError as e:
         raise CorruptCheckpointError(path, f"unreadable {SEAL}: {_describe(e)}") from e
@@ -732,7 +735,8 @@ class WorkdirLock:
     def _locked(self, holder: dict | None, what: str) -> WorkdirLockedError:
         workdir = os.path.dirname(self.path)
         if holder:
-            who = f"PID {holder.get('pid')} on host {holder.get('host')} since {holder.get('since')}"
+            pid, host, since = (holder.get(k) for k in ("pid", "host", "since"))
+            who = f"PID {pid} on host {host} since {since}"
         else:
             who = "another process (its record is not written yet)"
         return WorkdirLockedError(
