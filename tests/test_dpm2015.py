@@ -175,7 +175,7 @@ def test_inpainting_factor_conditions_each_step_exactly():
     known = np.array([True, False, True, False])
     values = jnp.asarray([[0.2, 0.0, 1.5, 0.0]])
     mean, cov = reverse(jnp.asarray([[0.5, -0.3, 1.0, 0.8]]), jnp.asarray([7]))
-    got_mean, got_cov = dpm2015.inpaint_factor(known, values)(None, mean, cov, None)
+    got_mean, got_cov = dpm2015.inpaint_factor(known, values)(None, (mean, cov), None)
     want_mean, want_cov = sg.MultivariateGaussian(mean[0], cov[0]).conditional(values[0], known)
     np.testing.assert_allclose(got_mean[0, ~known], want_mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got_mean[0, known], values[0, known])
@@ -212,11 +212,11 @@ def test_posterior_inpainting_keeps_the_known_dims_and_moves_towards_the_posteri
 
 def test_gaussian_factor_is_a_product_of_gaussians():
     factor = dpm2015.gaussian_factor(jnp.asarray([[1.0, -1.0]]), 0.5)
-    mean, var = factor(None, jnp.asarray([[0.0, 0.0]]), jnp.asarray([[1.0, 2.0]]), None)
+    mean, var = factor(None, (jnp.asarray([[0.0, 0.0]]), jnp.asarray([[1.0, 2.0]])), None)
     np.testing.assert_allclose(var, [[1 / 3, 0.4]], rtol=1e-6)
     np.testing.assert_allclose(mean, [[2 / 3, -0.8]], rtol=1e-6)
     full_mean, full_cov = factor(
-        None, jnp.asarray([[0.0, 0.0]]), jnp.diag(jnp.asarray([1.0, 2.0]))[None], None
+        None, (jnp.asarray([[0.0, 0.0]]), jnp.diag(jnp.asarray([1.0, 2.0]))[None]), None
     )
     np.testing.assert_allclose(full_mean, mean, rtol=1e-5)
     np.testing.assert_allclose(jnp.diagonal(full_cov[0]), var[0], rtol=1e-5)
@@ -245,7 +245,7 @@ def _load(name):
 
 def test_learned_reverse_steps_stay_within_the_entropy_bounds_and_betas_learn():
     from sde_gen import models, train
-    from sde_gen.models.dpm2015_net import reverse_fn
+    from sde_gen.dpm2015 import reverse_fn
 
     model = models.get_model("dpm2015_mlp", dim=2, num_steps=10, beta_T=0.3, learn_betas=True,
                              hidden=16, num_layers=1, embed_dim=8)  # fmt: skip
