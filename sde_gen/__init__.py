@@ -18,7 +18,13 @@ from .analytic import (
     MultivariateGaussian,
 )
 from .guidance import classifier_free_guidance, classifier_guidance
-from .likelihood import bits_per_dim, exact_divergence, hutchinson_divergence, log_likelihood
+from .likelihood import (
+    bits_per_dim,
+    exact_divergence,
+    hutchinson_divergence,
+    log_likelihood,
+    nats_to_bits_per_dim,
+)
 from .losses import (
     AbstractTimeSampler,
     DiscreteTime,
@@ -110,6 +116,7 @@ __all__ = [
     "exact_divergence",
     "hutchinson_divergence",
     "log_likelihood",
+    "nats_to_bits_per_dim",
     "ode_flow",
     "sample_ode",
     "sample_fast",

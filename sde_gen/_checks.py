@@ -89,6 +89,16 @@ def check_x(name: str, x: Any, shape: Sequence[int] | None = None) -> jax.Array:
     return x
 
 
+def check_finite(name: str, x: jax.Array) -> jax.Array:
+    """`x` unchanged; a `ValueError` naming how many entries are NaN or inf when it is
+    concrete and not all finite (traced values pass)."""
+    if is_concrete(x):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
+        if bad:
+            raise ValueError(f"{name} has {bad} non-finite entries (NaN or inf) of {np.size(x)}")
+    return x
+
+
 def check_score_fn(score_fn: Callable, shape: Sequence[int], dtype: Any = jnp.float32) -> None:
     """Trace `score_fn` abstractly (no FLOPs) and check it returns an array shaped like x."""
     if not callable(score_fn):

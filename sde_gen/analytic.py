@@ -16,7 +16,6 @@ Shapes: a density has an event shape `dims` (e.g. `(2,)` or `(1, 8, 8)`); `x` is
 from __future__ import annotations
 
 import abc
-import math
 
 import equinox as eqx
 import jax
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from . import gaussian
 from ._checks import check_time, check_x, is_concrete
 from .sde import AbstractLinearSDE, batch_broadcast
 
@@ -64,7 +64,7 @@ class AbstractAnalyticDensity(eqx.Module):
         m = a * means.reshape(1, means.shape[0], -1)  # (B, K, D)
         v = a**2 * variances.reshape(1, means.shape[0], -1) + var_t
         diff = xf - m
-        log_n = -0.5 * jnp.sum(diff**2 / v + jnp.log(2 * math.pi * v), axis=-1)  # (B, K)
+        log_n = gaussian.diagonal_log_prob(xf, m, v)  # (B, K)
         return jnp.log(weights) + log_n, -diff / v
 
     def log_prob_t(self, sde: AbstractLinearSDE, x: Float[Array, "batch *dims"], t: ArrayLike):
@@ -256,10 +256,4 @@ class MultivariateGaussian(eqx.Module):
         """Mean and covariance of the unknown coordinates (`known` False) given x_known's
         values on the known ones: `mu_u + S_uk S_kk^{-1} (x_k - mu_k)`,
         `S_uu - S_uk S_kk^{-1} S_ku`."""
-        known = np.asarray(known, bool)
-        u, k = np.flatnonzero(~known), np.flatnonzero(known)
-        x_k = jnp.asarray(x_known)[..., k]
-        s_uk, s_kk = self.cov[np.ix_(u, k)], self.cov[np.ix_(k, k)]
-        gain = jnp.linalg.solve(s_kk, s_uk.T).T
-        mean = self.mean[u] + (x_k - self.mean[k]) @ gain.T
-        return mean, self.cov[np.ix_(u, u)] - gain @ s_uk.T
+        return gaussian.conditional(self.mean, self.cov, known, x_known)

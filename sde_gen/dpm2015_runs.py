@@ -21,8 +21,8 @@ from absl import logging
 from matplotlib.figure import Figure
 
 from . import plotting
-from .dpm2015 import inpaint_factor
-from .models.dpm2015_net import reverse_fn
+from .dpm2015 import inpaint_factor, reverse_fn
+from .likelihood import nats_to_bits_per_dim
 
 
 def _save_samples(path, x, info, title=""):
@@ -84,8 +84,8 @@ def bound_report(config, model, params, x, key) -> dict:
     report = {
         "K_nats": float(k.mean()),
         "K_nats_stderr": float(k.std(ddof=1) / math.sqrt(len(k))),
-        "K_bits": float(k.mean() / math.log(2)),
-        "K_bits_per_dim": float(k.mean() / (d * math.log(2))),
+        "K_bits": float(nats_to_bits_per_dim(k.mean())),
+        "K_bits_per_dim": float(nats_to_bits_per_dim(k.mean(), d)),
         **{f"{name}_nats": float(v.mean()) for name, v in terms.items() if name != "K"},
         "examples": int(len(k)),
         "num_steps": chain.num_steps,
@@ -94,14 +94,13 @@ def bound_report(config, model, params, x, key) -> dict:
     ts = np.arange(2, chain.num_steps + 1)
     lower, upper = (np.asarray(b).tolist() for b in chain.entropy_bounds(jnp.asarray(ts), d))
     report["entropy_bounds_nats"] = {"t": ts.tolist(), "lower": lower, "upper": upper}
-    if model.kind == "gaussian":
-        xs = jnp.asarray(x[:512])
-        entropies = []
-        for t in ts:
-            tb = jnp.full((len(xs),), t)
-            _, var = reverse(chain.sample_marginal(jax.random.fold_in(key, int(t)), xs, tb), tb)
-            entropies.append(float(jnp.mean(0.5 * jnp.sum(jnp.log(2 * jnp.pi * jnp.e * var), -1))))
-        report["entropy_bounds_nats"]["learned"] = entropies
+    xs = jnp.asarray(x[:512])
+    entropies = []
+    for t in ts:
+        tb = jnp.full((len(xs),), t)
+        kernel = reverse(chain.sample_marginal(jax.random.fold_in(key, int(t)), xs, tb), tb)
+        entropies.append(float(jnp.mean(chain.kernel_entropy(kernel))))
+    report["entropy_bounds_nats"]["learned"] = entropies
     return report
 
 
@@ -171,7 +170,7 @@ def sample(config, workdir, step, model, params) -> str:
     if model.dim == 2:
         forward = np.asarray(chain.forward_trajectory(jax.random.fold_in(key, 1), jnp.asarray(x)))
         save_trajectories(os.path.join(folder, "trajectories.png"), forward, states)
-    if info.n_levels is not None and model.kind == "gaussian":
+    if info.n_levels is not None:
         from .evaluate import task_mask
 
         images = x[:32].reshape(-1, *info.shape)

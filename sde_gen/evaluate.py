@@ -34,7 +34,7 @@ from absl import logging
 from . import build, data, models, plotting
 from . import metrics as metrics_lib
 from ._checks import choose
-from .likelihood import bits_per_dim, log_likelihood
+from .likelihood import bits_per_dim, log_likelihood, nats_to_bits_per_dim
 from .losses import nll_bound
 from .score import ModelClassifier
 from .train import Checkpoints, _format_seconds, init_state, replicate
@@ -390,7 +390,7 @@ def to_bits(logp, x_shape, info) -> np.ndarray:
     """Bits/dim of discrete (dequantized) data, or `-log p / (D ln 2)` for continuous data."""
     if info.n_levels is not None:
         return np.asarray(bits_per_dim(logp, x_shape, info.data_range, info.n_levels))
-    return np.asarray(-logp / (math.prod(x_shape[1:]) * math.log(2)))
+    return np.asarray(nats_to_bits_per_dim(-logp, math.prod(x_shape[1:])))
 
 
 def _info(config):
@@ -538,9 +538,8 @@ def classifier_quality(config, workdir: str, step: int, params, info) -> dict:
         correct = losses = 0.0
         for i in range(0, len(x_all), 256):
             x, y = jnp.asarray(x_all[i : i + 256]), jnp.asarray(y_all[i : i + 256])
-            a, std = sde.marginal(jnp.full((len(x),), t))
             z = jax.random.normal(jax.random.fold_in(key, i), x.shape)
-            xt = a[0] * x + std[0] * z
+            xt = sde.perturb(x, jnp.full((len(x),), t), z)
             logits = logits_fn(classifier, xt, jnp.full((len(x),), t))
             correct += float(jnp.sum(jnp.argmax(logits, -1) == y))
             losses += float(jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y)))

@@ -10,6 +10,7 @@ divergence is exact (D Jacobian-vector products, for small D) or Hutchinson's un
 estimate `e^T (d f~/dx) e` with one probe e per example, fixed for the whole solve
 (Rademacher or Gaussian), at the cost of one VJP per evaluation.
 
+`nats_to_bits_per_dim` is the one conversion `nats / (D ln 2)` (D = 1: bits);
 `bits_per_dim` converts a density of dequantized data into bits per dimension of the
 discrete data: for `n_bins` intensity levels uniformly dequantized over `[lo, hi]`,
 `bpd = -log p(x) / (D ln 2) - log2(hi - lo) + log2(n_bins)` (+8 for 8-bit data in [0, 1],
@@ -27,10 +28,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._checks import check_score_fn, check_steps, check_time, check_x, choose
+from ._checks import check_finite, check_score_fn, check_steps, check_time, check_x, choose
 from .sampling._diffrax import check_ode_solve, solve_endpoint
 from .score import ScoreFn
-from .sde import AbstractSDE, _sum_event
+from .sde import AbstractSDE, sum_event
 
 Field = Callable[[Array], Array]
 
@@ -48,7 +49,7 @@ def exact_divergence(fn: Field, x: Array, probe: Array | None = None) -> tuple[A
 
     def diagonal_entry(e):
         # (d fn / dx) e_i for every example at once; keep its i-th coordinate.
-        return _sum_event(jvp(jnp.broadcast_to(e, x.shape)) * e)
+        return sum_event(jvp(jnp.broadcast_to(e, x.shape)) * e)
 
     return out, jnp.sum(jax.lax.map(diagonal_entry, basis), axis=0)
 
@@ -58,7 +59,7 @@ def hutchinson_divergence(fn: Field, x: Array, probe: Array) -> tuple[Array, Arr
     probe e with `E[e e^T] = I`, at the cost of one VJP."""
     out, vjp = jax.vjp(fn, x)
     (e_jac,) = vjp(probe)
-    return out, _sum_event(e_jac * probe)
+    return out, sum_event(e_jac * probe)
 
 
 DIVERGENCES = {"hutchinson": hutchinson_divergence, "exact": exact_divergence}
@@ -102,7 +103,7 @@ def log_likelihood(
         `(logp, z, nfe)`: log-likelihoods `(B,)`, the latent `x_T`, and the number of
         score evaluations (each with one VJP, or D JVPs when exact).
     """
-    x = check_x("x", x)
+    x = check_finite("x", check_x("x", x))
     divergence_fn = choose("divergence", divergence, DIVERGENCES)
     draw_probe = choose("probe", probe, PROBES)
     check_time("eps", eps, sde.T, open_left=True)
@@ -148,6 +149,13 @@ def _log_likelihood(
     return sde.prior_logp(z) + delta, z, nfe
 
 
+def nats_to_bits_per_dim(nats: ArrayLike, dims: int = 1) -> Array:
+    """`nats / (dims ln 2)`: nats (per example, or any shape) in bits per dimension of
+    `dims`-dimensional data; `dims=1` gives bits."""
+    check_steps("dims", dims)
+    return jnp.asarray(nats) / (dims * math.log(2))
+
+
 def bits_per_dim(
     logp: ArrayLike,
     x_shape: Sequence[int],
@@ -169,6 +177,6 @@ def bits_per_dim(
     if not hi > lo:
         raise ValueError(f"data_range must be (lo, hi) with hi > lo; got {data_range}")
     check_steps("n_bins", n_bins)
-    d = math.prod(x_shape[1:])
-    logp = jnp.asarray(logp)
-    return -logp / (d * math.log(2)) - math.log2(hi - lo) + math.log2(n_bins)
+    logp = check_finite("logp", jnp.asarray(logp))
+    offset = math.log2(n_bins) - math.log2(hi - lo)
+    return nats_to_bits_per_dim(-logp, math.prod(x_shape[1:])) + offset

@@ -137,12 +137,15 @@ def dsm_loss(
         check_eps(eps, sde.T)
         time_sampler = choose("time sampler", time_sampler, TIME_SAMPLERS)(eps=eps)
     check_score_fn(score_fn, x0.shape, x0.dtype)
-    return _dsm_loss(key, sde, score_fn, x0, weighting, time_sampler, reduce_mean)
+    return dsm_losses(key, sde, score_fn, x0, weighting, time_sampler, reduce_mean)
 
 
-def _draw(key, sde, time_sampler, x0):
-    """Times, weights and noise for the batch: from one key, or one key per example (then
-    each example's draws depend on its own key alone, whatever the batch is split into)."""
+def draw_times_and_noise(
+    key: PRNGKeyArray, sde: AbstractLinearSDE, time_sampler: AbstractTimeSampler, x0: Array
+) -> tuple[Float[Array, " batch"], Float[Array, " batch"], Float[Array, "batch *dims"]]:
+    """`(t, w, z)`: times, weights and standard normal noise shaped like x0 for the batch,
+    from one key, or one key per example `(B,)` (then each example's draws depend on its
+    own key alone, whatever the batch is split into)."""
     if key.shape == ():
         t_key, z_key = jax.random.split(key)
         t, w = time_sampler(t_key, sde, x0.shape[0])
@@ -156,11 +159,21 @@ def _draw(key, sde, time_sampler, x0):
     return jax.vmap(one)(key)
 
 
-def _dsm_loss(key, sde, score_fn, x0, weighting, time_sampler, reduce_mean):
-    t, w, z = _draw(key, sde, time_sampler, x0)
+def dsm_losses(
+    key: PRNGKeyArray,
+    sde: AbstractLinearSDE,
+    score_fn: ScoreFn,
+    x0: Float[Array, "batch *dims"],
+    weighting: Weighting,
+    time_sampler: AbstractTimeSampler,
+    reduce_mean: bool,
+) -> Float[Array, " batch"]:
+    """The per-example losses of `dsm_loss` without its argument checks (for use inside a
+    compiled train step): `weighting` a function, `time_sampler` an object."""
+    t, w, z = draw_times_and_noise(key, sde, time_sampler, x0)
     t, w = t.astype(x0.dtype), w.astype(x0.dtype)
-    a, std = sde.marginal(t)
-    xt = batch_broadcast(a, x0) * x0 + batch_broadcast(std, x0) * z
+    std = sde.marginal(t)[1]
+    xt = sde.perturb(x0, t, z)
     residual = (batch_broadcast(std, x0) * score_fn(xt, t) + z) ** 2
     residual = residual.reshape(x0.shape[0], -1)
     reduced = jnp.mean(residual, axis=1) if reduce_mean else 0.5 * jnp.sum(residual, axis=1)
@@ -196,20 +209,18 @@ def nll_bound(
     prior_key, *keys = jax.random.split(key, num_samples + 1)
 
     def one_draw(draw_key):
-        t, w, z = _draw(jax.random.split(draw_key, b), sde, time_sampler, x0)
+        t, w, z = draw_times_and_noise(jax.random.split(draw_key, b), sde, time_sampler, x0)
         t, w = t.astype(x0.dtype), w.astype(x0.dtype)
-        a, std = sde.marginal(t)
-        xt = batch_broadcast(a, x0) * x0 + batch_broadcast(std, x0) * z
+        std = sde.marginal(t)[1]
+        xt = sde.perturb(x0, t, z)
         residual = (score_fn(xt, t) + z / batch_broadcast(std, x0)).reshape(b, -1)
         g2 = sde.diffusion(t) ** 2
         integrand = g2 * (jnp.sum(residual**2, axis=1) - d / std**2) - 2 * d * sde.drift_coeff(t)
         return 0.5 * (sde.T - eps) * w * integrand
 
     terms = jnp.stack([one_draw(k) for k in keys])  # (num_samples, B)
-    a_T, std_T = sde.marginal(jnp.full((b,), sde.T, x0.dtype))
-    x_T = batch_broadcast(a_T, x0) * x0 + batch_broadcast(std_T, x0) * jax.random.normal(
-        prior_key, x0.shape, x0.dtype
-    )
+    t_T = jnp.full((b,), sde.T, x0.dtype)
+    x_T = sde.perturb(x0, t_T, jax.random.normal(prior_key, x0.shape, x0.dtype))
     prior_term = -sde.prior_logp(x_T)
     estimate = prior_term + jnp.mean(terms, axis=0)
     stderr = jnp.std(terms, axis=0, ddof=1) / math.sqrt(num_samples)

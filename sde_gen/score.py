@@ -10,7 +10,8 @@ is that wrapper for Flax networks.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import abc
+from typing import Any
 
 import equinox as eqx
 import flax.linen as nn
@@ -19,16 +20,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import choose
+from .score_fn import ScoreFn
 from .sde import AbstractLinearSDE, batch_broadcast, batch_times
 
-
-@runtime_checkable
-class ScoreFn(Protocol):
-    """`score_fn(x, t) -> grad_x log p_t(x)`, shaped like x."""
-
-    def __call__(
-        self, x: Float[Array, "batch *dims"], t: Float[Array, " batch"]
-    ) -> Float[Array, "batch *dims"]: ...
+__all__ = ["AbstractModelFn", "ModelClassifier", "ModelScore", "ScoreFn", "network_time"]
 
 
 def _noise_to_score(out, x, a, std):
@@ -61,24 +56,20 @@ def _class_kwargs(labels, dropout_key) -> dict:
     return kw if labels is None else {**kw, "y": labels}
 
 
-class ModelScore(eqx.Module):
-    """A Flax network as a score function: `score_fn(x, t)`.
+class AbstractModelFn(eqx.Module):
+    """A noise-conditional Flax network of `(x_t, t)`: the fields and the time labels that
+    `ModelScore` and `ModelClassifier` share.
 
     The network is called as `model.apply(variables, x, label, train=train)` with
     `label = time_scale * t` (`time_input="t"`; score_sde's VP and sub-VP use t * 999) or
     `label = std(t)` (`time_input="std"`; score_sde's VE, NCSN++ with scale_by_sigma).
-    Its output is read as the noise `z` (score = -out / std, DDPM's parameterization), the
-    clean data `x_0` (score = (a out - x) / std^2), or the score itself. Variables are
-    array leaves, so samplers compiled for one set of parameters are reused for the next.
-    A class-conditional network gets `labels` (one int per example) as `y=`: the score of
-    `p_t(x | y)`; a network with a null class gives the unconditional score for the label
-    `num_classes`.
+    `dropout_key` feeds the network's dropout when training; `labels` are one class per
+    example, read by each subclass.
     """
 
     model: nn.Module = eqx.field(static=True)
     variables: Any
     sde: AbstractLinearSDE
-    output: str = eqx.field(static=True, default="noise")
     time_input: str = eqx.field(static=True, default="t")
     time_scale: float = eqx.field(static=True, default=999.0)
     train: bool = eqx.field(static=True, default=False)
@@ -86,17 +77,61 @@ class ModelScore(eqx.Module):
     labels: Any = None
 
     def __check_init__(self):
-        choose("model output", self.output, OUTPUTS)
         choose("time input", self.time_input, dict.fromkeys(TIME_INPUTS))
 
-    def __call__(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Array:
+    def apply_network(self, x: Array, t: ArrayLike, y: Any = None) -> tuple[Array, Array, Array]:
+        """`(out, a(t), std(t))`: the network's output at `(x, t)` (class labels `y=` when
+        given) and the marginal's coefficients, `(B,)`."""
         _, a, std, label = network_time(self.sde, self.time_input, self.time_scale, x, t)
-        kw = _class_kwargs(self.labels, self.dropout_key)
-        out = self.model.apply(self.variables, x, label, train=self.train, **kw)
+        kw = _class_kwargs(y, self.dropout_key)
+        return self.model.apply(self.variables, x, label, train=self.train, **kw), a, std
+
+    @abc.abstractmethod
+    def __call__(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Array:
+        """The function of `(x, t)` the network stands for."""
+
+
+class ModelScore(AbstractModelFn):
+    """A Flax network as a score function: `score_fn(x, t)`.
+
+    Time labels as in `AbstractModelFn`. The output is read as the noise `z`
+    (score = -out / std, DDPM's parameterization), the clean data `x_0`
+    (score = (a out - x) / std^2), or the score itself. Variables are array leaves, so
+    samplers compiled for one set of parameters are reused for the next. A
+    class-conditional network gets `labels` (one int per example) as `y=`: the score of
+    `p_t(x | y)`; a network with a null class gives the unconditional score for the label
+    `num_classes`.
+    """
+
+    output: str = eqx.field(static=True, default="noise")
+
+    def __init__(
+        self,
+        model: nn.Module,
+        variables: Any,
+        sde: AbstractLinearSDE,
+        output: str = "noise",
+        time_input: str = "t",
+        time_scale: float = 999.0,
+        train: bool = False,
+        dropout_key: Any = None,
+        labels: Any = None,
+    ):
+        # written out to keep `output` the fourth positional argument, as before the
+        # shared fields moved to the base
+        self.model, self.variables, self.sde, self.output = model, variables, sde, output
+        self.time_input, self.time_scale, self.train = time_input, time_scale, train
+        self.dropout_key, self.labels = dropout_key, labels
+
+    def __check_init__(self):
+        choose("model output", self.output, OUTPUTS)
+
+    def __call__(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Array:
+        out, a, std = self.apply_network(x, t, self.labels)
         return OUTPUTS[self.output](out, x, batch_broadcast(a, x), batch_broadcast(std, x))
 
 
-class ModelClassifier(eqx.Module):
+class ModelClassifier(AbstractModelFn):
     """A noise-conditional classifier network as `log p_t(y | x)`.
 
     `logits(x, t)` are the network's class logits `(B, classes)` for `x` at time `t` (the
@@ -105,22 +140,8 @@ class ModelClassifier(eqx.Module):
     `log_prob_y_fn` of `sde_gen.classifier_guidance`.
     """
 
-    model: nn.Module = eqx.field(static=True)
-    variables: Any
-    sde: AbstractLinearSDE
-    time_input: str = eqx.field(static=True, default="t")
-    time_scale: float = eqx.field(static=True, default=999.0)
-    train: bool = eqx.field(static=True, default=False)
-    dropout_key: Any = None
-    labels: Any = None
-
-    def __check_init__(self):
-        choose("time input", self.time_input, dict.fromkeys(TIME_INPUTS))
-
     def logits(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Float[Array, "batch k"]:
-        _, _, _, label = network_time(self.sde, self.time_input, self.time_scale, x, t)
-        kw = _class_kwargs(None, self.dropout_key)
-        return self.model.apply(self.variables, x, label, train=self.train, **kw)
+        return self.apply_network(x, t)[0]
 
     def __call__(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Float[Array, " batch"]:
         if self.labels is None:

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import TYPE_CHECKING
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -39,9 +37,8 @@ import optimistix as optx
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import check_positive
-
-if TYPE_CHECKING:
-    from .score import ScoreFn
+from .gaussian import diagonal_log_prob
+from .score_fn import ScoreFn
 
 # Gauss-Legendre rule on [-1, 1] for the numerical marginal of a user's linear SDE: exact
 # for polynomials of degree < 96, ample for smooth schedule coefficients.
@@ -61,7 +58,7 @@ def batch_times(t: ArrayLike, x: Array) -> Array:
     return jnp.broadcast_to(jnp.asarray(t, dtype=x.dtype), (x.shape[0],))
 
 
-def _sum_event(v: Array) -> Array:
+def sum_event(v: Array) -> Array:
     """Sum over all axes but the batch axis."""
     return jnp.sum(v.reshape(v.shape[0], -1), axis=-1)
 
@@ -69,8 +66,7 @@ def _sum_event(v: Array) -> Array:
 def gaussian_logp(z: Array, std: ArrayLike) -> Float[Array, " batch"]:
     """Log-density of `N(0, std^2 I)` at each example of the batch z."""
     std = jnp.asarray(std, z.dtype)
-    d = math.prod(z.shape[1:])
-    return -0.5 * _sum_event(z**2) / std**2 - d * (jnp.log(std) + 0.5 * math.log(2 * math.pi))
+    return diagonal_log_prob(z, 0.0, std**2, event_ndim=z.ndim - 1)
 
 
 class AbstractSDE(eqx.Module):
@@ -185,6 +181,14 @@ class AbstractLinearSDE(AbstractSDE):
             + batch_broadcast(a_ts * var_s / denom, xt) * xt
         )
         return mean, jnp.sqrt(var_s * var_ts / denom)
+
+    def perturb(
+        self, x0: Float[Array, "batch *dims"], t: ArrayLike, z: Float[Array, "batch *dims"]
+    ) -> Float[Array, "batch *dims"]:
+        """`x_t = a(t) x_0 + std(t) z`: the data noised to time t (`t` scalar or `(B,)`), a
+        draw of the marginal `N(a(t) x_0, std(t)^2 I)` for standard normal z."""
+        a, std = self.marginal(t)
+        return batch_broadcast(a, x0) * x0 + batch_broadcast(std, x0) * z
 
     def x0_from_score(self, x: Array, t: ArrayLike, score: Array) -> Array:
         """Tweedie's formula: `E[x_0 | x_t = x] = (x + std(t)^2 score) / a(t)`."""

@@ -29,12 +29,12 @@ import numpy as np
 import optax
 from absl import logging
 
-from . import models
+from . import dpm2015, models
 from ._checks import check_positive, check_steps
-from .losses import AbstractTimeSampler, Weighting, _draw, _dsm_loss
+from .losses import AbstractTimeSampler, Weighting, draw_times_and_noise, dsm_losses
 from .models import count_params, num_classes
 from .score import ModelClassifier, ModelScore
-from .sde import AbstractLinearSDE, batch_broadcast
+from .sde import AbstractLinearSDE
 
 AXIS = "batch"
 MAX_IN_FLIGHT = 2  # train steps dispatched ahead of the host
@@ -168,9 +168,10 @@ def make_train_step(
             drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 1), label_dropout))
             labels = jnp.where(drop(example_keys), classes, labels)
         score_fn = ModelScore(
-            model, params, sde, output, time_input, time_scale, True, dropout_key, labels
-        )
-        losses = _dsm_loss(example_keys, sde, score_fn, x, weighting, time_sampler, reduce_mean)
+            model, params, sde, output=output, time_input=time_input, time_scale=time_scale,
+            train=True, dropout_key=dropout_key, labels=labels,
+        )  # fmt: skip
+        losses = dsm_losses(example_keys, sde, score_fn, x, weighting, time_sampler, reduce_mean)
         return jnp.mean(losses), {}
 
     return _make_step(loss_fn, optimizer, ema_decay, ema_warmup)
@@ -196,11 +197,13 @@ def make_classifier_train_step(
     def loss_fn(params, x, labels, example_keys, dropout_key):
         if labels is None:
             raise ValueError("a classifier trains on labelled batches: {'x', 'label'}")
-        t, w, z = _draw(example_keys, sde, time_sampler, x)
+        t, w, z = draw_times_and_noise(example_keys, sde, time_sampler, x)
         t, w = t.astype(x.dtype), w.astype(x.dtype)
-        a, std = sde.marginal(t)
-        xt = batch_broadcast(a, x) * x + batch_broadcast(std, x) * z
-        classifier = ModelClassifier(model, params, sde, time_input, time_scale, True, dropout_key)
+        xt = sde.perturb(x, t, z)
+        classifier = ModelClassifier(
+            model, params, sde, time_input=time_input, time_scale=time_scale, train=True,
+            dropout_key=dropout_key,
+        )  # fmt: skip
         logits = classifier.logits(xt, t)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
@@ -216,20 +219,12 @@ def make_dpm2015_train_step(
     ema_decay: float = 0.9999,
     ema_warmup: bool = False,
 ):
-    """The step of a 2015 discrete diffusion model (`models.ReverseMLP`): the loss is `-K`
-    in bits per dimension, each example's sum over t estimated from one draw of t (unbiased);
-    the gradient also reaches the betas when they are learned. Metrics add `K_bits`, the
-    batch mean of K in bits per example."""
-    from .models.dpm2015_net import reverse_fn
+    """The step of a 2015 discrete diffusion model (`dpm2015.ReverseMLP`): the loss is
+    `dpm2015.loss`, `-K` in bits per dimension (each example's sum over t estimated from
+    one draw of t). Metrics add `K_bits`, the batch mean of K in bits per example."""
 
     def loss_fn(params, x, labels, example_keys, dropout_key):
-        x = x.reshape(x.shape[0], -1)
-        chain, reverse = reverse_fn(model, params)
-        k = jax.vmap(lambda key, x0: chain.bound(key, reverse, x0[None], num_t=1)["K"][0])(
-            example_keys, x
-        )
-        bits = k / np.log(2.0)
-        return -jnp.mean(bits) / x.shape[1], {"K_bits": jnp.mean(bits)}
+        return dpm2015.loss(model, params, x, example_keys)
 
     return _make_step(loss_fn, optimizer, ema_decay, ema_warmup)
 

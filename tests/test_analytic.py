@@ -99,3 +99,29 @@ def test_gaussian_flow_solves_the_probability_flow_ode(sde):
 def test_bad_densities_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_gaussian_conditional_matches_the_precision_form():
+    """`gaussian.conditional` (the one Gaussian conditioning of sde_gen) against the
+    precision-matrix form: `Cov(u | k) = (P_uu)^{-1}`, `E[u | k] = mu_u - P_uu^{-1} P_uk
+    (x_k - mu_k)`, for one Gaussian and for a batch of them."""
+    from sde_gen import gaussian
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 5))
+    cov = a @ a.T + 5 * np.eye(5)
+    mean, x = rng.normal(size=5), rng.normal(size=5)
+    known = np.array([True, False, True, True, False])
+    u, k = np.flatnonzero(~known), np.flatnonzero(known)
+    prec = np.linalg.inv(cov)
+    want_cov = np.linalg.inv(prec[np.ix_(u, u)])
+    want_mean = mean[u] - want_cov @ prec[np.ix_(u, k)] @ (x[k] - mean[k])
+    got_mean, got_cov = gaussian.conditional(jnp.asarray(mean), jnp.asarray(cov), known, x)
+    np.testing.assert_allclose(got_mean, want_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_cov, want_cov, rtol=1e-4, atol=1e-5)
+    batch_mean, batch_cov = gaussian.conditional(
+        jnp.tile(jnp.asarray(mean), (3, 1)), jnp.tile(jnp.asarray(cov), (3, 1, 1)), known,
+        jnp.tile(jnp.asarray(x), (3, 1)),
+    )  # fmt: skip
+    np.testing.assert_allclose(batch_mean[2], want_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(batch_cov[1], want_cov, rtol=1e-4, atol=1e-5)

@@ -175,7 +175,7 @@ def test_inpainting_factor_conditions_each_step_exactly():
     known = np.array([True, False, True, False])
     values = jnp.asarray([[0.2, 0.0, 1.5, 0.0]])
     mean, cov = reverse(jnp.asarray([[0.5, -0.3, 1.0, 0.8]]), jnp.asarray([7]))
-    got_mean, got_cov = dpm2015.inpaint_factor(known, values)(None, mean, cov, None)
+    got_mean, got_cov = dpm2015.inpaint_factor(known, values)(None, (mean, cov), None)
     want_mean, want_cov = sg.MultivariateGaussian(mean[0], cov[0]).conditional(values[0], known)
     np.testing.assert_allclose(got_mean[0, ~known], want_mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got_mean[0, known], values[0, known])
@@ -212,11 +212,11 @@ def test_posterior_inpainting_keeps_the_known_dims_and_moves_towards_the_posteri
 
 def test_gaussian_factor_is_a_product_of_gaussians():
     factor = dpm2015.gaussian_factor(jnp.asarray([[1.0, -1.0]]), 0.5)
-    mean, var = factor(None, jnp.asarray([[0.0, 0.0]]), jnp.asarray([[1.0, 2.0]]), None)
+    mean, var = factor(None, (jnp.asarray([[0.0, 0.0]]), jnp.asarray([[1.0, 2.0]])), None)
     np.testing.assert_allclose(var, [[1 / 3, 0.4]], rtol=1e-6)
     np.testing.assert_allclose(mean, [[2 / 3, -0.8]], rtol=1e-6)
     full_mean, full_cov = factor(
-        None, jnp.asarray([[0.0, 0.0]]), jnp.diag(jnp.asarray([1.0, 2.0]))[None], None
+        None, (jnp.asarray([[0.0, 0.0]]), jnp.diag(jnp.asarray([1.0, 2.0]))[None]), None
     )
     np.testing.assert_allclose(full_mean, mean, rtol=1e-5)
     np.testing.assert_allclose(jnp.diagonal(full_cov[0]), var[0], rtol=1e-5)
@@ -245,7 +245,7 @@ def _load(name):
 
 def test_learned_reverse_steps_stay_within_the_entropy_bounds_and_betas_learn():
     from sde_gen import models, train
-    from sde_gen.models.dpm2015_net import reverse_fn
+    from sde_gen.dpm2015 import reverse_fn
 
     model = models.get_model("dpm2015_mlp", dim=2, num_steps=10, beta_T=0.3, learn_betas=True,
                              hidden=16, num_layers=1, embed_dim=8)  # fmt: skip
@@ -333,3 +333,69 @@ def test_images_must_be_flattened():
     reverse = dpm2015.exact_reverse(chain, MEAN, COV)
     with pytest.raises(ValueError, match=r"take vectors \(B, D\)"):
         chain.bound(jax.random.key(0), reverse, jnp.zeros((2, 2, 2)))
+
+
+@pytest.mark.parametrize("noised", [False, True])
+def test_binomial_inpainting_keeps_the_known_bits_exactly(noised):
+    """The conditioning callback of the Gaussian chain, `condition(key, kernel, t)`, works
+    unchanged on the binomial chain: the known bits of every sample are the observed ones,
+    the others follow the exact reverse chain (independent bits: their data marginals)."""
+    chain = dpm2015.BinomialChain(dpm2015.sohl_dickstein_betas(20))
+    prob = np.array([0.1, 0.5, 0.8, 0.95])
+    reverse = dpm2015.exact_reverse_binary(chain, prob)
+    known = np.array([True, False, False, True])
+    values = jnp.tile(jnp.asarray([[1.0, 0.0, 0.0, 0.0]]), (4000, 1))
+    factor = dpm2015.inpaint_factor(known, values, chain if noised else None)
+    x = np.asarray(chain.sample(jax.random.key(7), reverse, (4000, 4), perturb=factor))
+    np.testing.assert_array_equal(x[:, known], np.asarray(values)[:, known])
+    np.testing.assert_allclose(x[:, ~known].mean(0), prob[~known], atol=4 * 0.5 / np.sqrt(4000))
+
+
+def test_one_callback_shape_for_both_chains():
+    """A user's callback `(key, kernel, t) -> kernel` sees each chain's own kernel form and
+    the steps `(B,)`, T down to 1."""
+    seen = []
+
+    def record(key, kernel, t):
+        jax.debug.callback(lambda s: seen.append(int(s[0])), t)
+        return kernel
+
+    gaussian = dpm2015.GaussianChain(BETAS)
+    out = gaussian.sample(jax.random.key(0), dpm2015.exact_reverse(gaussian, MEAN, COV), (3, 4),
+                          perturb=record)  # fmt: skip
+    assert out.shape == (3, 4) and np.all(np.isfinite(np.asarray(out)))
+    jax.effects_barrier()
+    assert seen == list(range(40, 0, -1))
+    binomial = dpm2015.BinomialChain(dpm2015.linear_betas(5, 0.1, 0.5))
+    flip = lambda key, prob, t: 1.0 - prob  # the form: probabilities of 1
+    reverse = dpm2015.exact_reverse_binary(binomial, np.array([1.0 - 1e-6, 1e-6]))
+    x = binomial.sample(jax.random.key(1), reverse, (500, 2), perturb=flip)
+    np.testing.assert_allclose(np.asarray(x).mean(0), [0.0, 1.0], atol=0.02)
+
+
+def test_a_chain_missing_an_abstract_method_cannot_be_made():
+    """`AbstractChain` declares every kernel-form method; a subclass missing one fails at
+    construction, naming it."""
+
+    class NoEntropy(dpm2015.AbstractChain):
+        def __init__(self, betas):
+            self.betas = jnp.asarray(betas)
+
+        def sample_marginal(self, key, x0, t): ...
+        def posterior(self, x0, xt, t): ...
+        def entropy_bounds(self, t, dim): ...
+        def prior_kl(self, x0): ...
+        def prior_sample(self, key, shape): ...
+        def kernel_kl(self, q, p): ...
+        def kernel_log_prob(self, x, p): ...
+        def kernel_sample(self, key, p): ...
+        @classmethod
+        def network_outputs(cls, dim): ...
+        def kernel_from_network(self, out, xt, t): ...
+
+    with pytest.raises(TypeError, match="kernel_entropy"):
+        NoEntropy(BETAS)
+    with pytest.raises(TypeError, match="abstract"):
+        dpm2015.AbstractChain()
+    assert dpm2015.GaussianChain(BETAS).num_steps == 40  # the concrete chains are complete
+    assert dpm2015.BinomialChain(BETAS).num_steps == 40

@@ -160,3 +160,31 @@ def test_bad_likelihood_arguments_raise_before_work(kwargs, message, key):
 def test_bad_bits_per_dim_arguments_raise(args, message):
     with pytest.raises(ValueError, match=message):
         sg.bits_per_dim(jnp.zeros(2), *args)
+
+
+def test_nats_to_bits_per_dim_hand_computed():
+    """`ln 2` nats are one bit; 8 ln 2 nats over 4 dimensions are 2 bits per dimension; and
+    bits_per_dim is that conversion of -log p plus the dequantization offset."""
+    assert float(sg.nats_to_bits_per_dim(np.log(2.0))) == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(
+        sg.nats_to_bits_per_dim(jnp.asarray([8 * np.log(2.0), -4 * np.log(2.0)]), 4),
+        [2.0, -1.0],
+        rtol=1e-6,
+    )
+    # -log p = 12 ln 2 nats over 3 dims = 4 bits/dim; 256 bins on [-1, 1]: + 8 - 1
+    bpd = sg.bits_per_dim(jnp.asarray([-12 * np.log(2.0)]), (1, 3), (-1.0, 1.0), 256)
+    assert float(bpd[0]) == pytest.approx(4.0 + 7.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_likelihood_input_is_refused_before_solving(bad, key):
+    sde, density = sg.VPSDE(), mixture_2d()
+    x = np.zeros((4, 2), np.float32)
+    x[1, 0] = x[3, 1] = bad
+    with pytest.raises(ValueError, match=r"x has 2 non-finite entries \(NaN or inf\) of 8"):
+        sg.log_likelihood(key, sde, density.score_fn(sde), jnp.asarray(x))
+
+
+def test_non_finite_bits_per_dim_input_is_refused():
+    with pytest.raises(ValueError, match=r"logp has 1 non-finite entries"):
+        sg.bits_per_dim(jnp.asarray([0.0, np.nan]), (2, 3))

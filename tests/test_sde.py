@@ -175,3 +175,22 @@ def test_scalar_and_batched_times_agree(sde):
 def test_bad_schedule_constants_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
+def test_perturb_is_the_marginal_draw(name):
+    """`perturb(x0, t, z) = a(t) x0 + std(t) z`, per example or for one t, and over many
+    draws of z it has the marginal's mean `a(t) x0` and std `std(t)`."""
+    sde = SDES[name]
+    x0 = jnp.asarray([[1.5, -2.0], [0.3, 4.0]])
+    t = jnp.asarray([0.2, 0.9])
+    z = jax.random.normal(jax.random.key(0), x0.shape)
+    a, std = sde.marginal(t)
+    np.testing.assert_allclose(sde.perturb(x0, t, z), a[:, None] * x0 + std[:, None] * z, rtol=1e-6)
+    a5, std5 = sde.marginal(0.5)
+    np.testing.assert_allclose(sde.perturb(x0, 0.5, z), a5 * x0 + std5 * z, rtol=1e-6)
+    n = 40000
+    zs = jax.random.normal(jax.random.key(1), (n, 2))
+    xt = np.asarray(sde.perturb(jnp.tile(x0[:1], (n, 1)), jnp.full((n,), 0.2), zs))
+    np.testing.assert_allclose(xt.mean(0), a[0] * x0[0], atol=4 * float(std[0]) / np.sqrt(n))
+    np.testing.assert_allclose(xt.std(0), float(std[0]), rtol=4 / np.sqrt(2 * n))

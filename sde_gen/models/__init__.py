@@ -17,11 +17,17 @@ Classifiers (`CLASSIFIERS`, called the same way, returning logits `(B, classes)`
 
 Reverse chains of the 2015 discrete models (`REVERSE_CHAINS`):
 
-- `dpm2015_mlp`: `ReverseMLP`, the learned reverse kernels and the betas of a Gaussian or
-  binomial chain (`sde_gen.dpm2015`).
+- `dpm2015_mlp`: `sde_gen.dpm2015.ReverseMLP`, the learned reverse kernels and the betas of
+  a Gaussian or binomial chain.
+
+The 2015 package builds its network on `models.mlp`, so it imports this package; this
+package names its network by import path and imports it on first use, so the dependency
+runs one way (no import cycle).
 """
 
 from __future__ import annotations
+
+import importlib
 
 import flax.linen as nn
 import jax
@@ -30,20 +36,26 @@ import numpy as np
 from .._checks import choose
 from .adm import ADM, ADMClassifier
 from .ddpmpp import DDPMpp
-from .dpm2015_net import ReverseMLP
 from .layers import GaussianFourierProjection, timestep_embedding
 from .mlp import MLP
 from .ncsnpp import NCSNpp
 
 MODELS = {"mlp": MLP, "ncsnpp": NCSNpp, "ddpmpp": DDPMpp, "adm": ADM}
 CLASSIFIERS = {"adm_classifier": ADMClassifier}
-REVERSE_CHAINS = {"dpm2015_mlp": ReverseMLP}
+REVERSE_CHAINS = {"dpm2015_mlp": "sde_gen.dpm2015.net:ReverseMLP"}  # imported on use
+
+
+def _resolve(entry) -> type[nn.Module]:
+    if not isinstance(entry, str):
+        return entry
+    module, name = entry.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
     """The score network (`MODELS`) or classifier (`CLASSIFIERS`) called `name`, built
     with `kwargs`."""
-    cls = choose("model", name, {**MODELS, **CLASSIFIERS, **REVERSE_CHAINS})
+    cls = _resolve(choose("model", name, {**MODELS, **CLASSIFIERS, **REVERSE_CHAINS}))
     unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__) - {"parent", "name"})
     if unknown:
         options = ", ".join(f for f in cls.__dataclass_fields__ if f not in ("parent", "name"))
@@ -77,7 +89,6 @@ __all__ = [
     "GaussianFourierProjection",
     "NCSNpp",
     "REVERSE_CHAINS",
-    "ReverseMLP",
     "count_params",
     "get_model",
     "is_classifier",
