@@ -119,7 +119,7 @@ def fast_table(sde, data, key, batch) -> None:
                     cells.append("-")
                     continue
                 x, nfe = sg.sample_fast(
-                    key, sde, score_fn, x_T.shape, method, steps, grid=grid, eps=EPS_SAMPLE,
+                    key, sde, score_fn, x_T.shape, method, num_steps=steps, grid=grid, eps=EPS_SAMPLE,
                     x_init=x_T, denoise=False,
                 )  # fmt: skip
                 rms = _rms(x, exact)
