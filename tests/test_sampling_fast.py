@@ -187,7 +187,8 @@ def test_stochastic_ddim_with_eta_one_samples_the_mixture():
     sde, mixture = sg.VESDE(), mixture_2d()
     solver = get_fast_solver("ddim", eta=1.0)
     x, nfe = sg.sample_fast(
-        jax.random.key(3), sde, mixture.score_fn(sde), (20_000, 2), solver, num_steps=200, denoise=False
+        jax.random.key(3), sde, mixture.score_fn(sde), (20_000, 2), solver, num_steps=200,
+        denoise=False,
     )
     assert nfe == 200
     assert_mixture_samples(x, mixture.marginal(sde, EPS), bias=0.02)
@@ -225,7 +226,9 @@ def test_denoise_is_tweedie_at_eps(key):
     sde, g = sg.VPSDE(), _gaussian(4)
     x_T = g.marginal(sde, sde.T).sample(key, 8)
     common = dict(x_init=x_T, eps=EPS)
-    x_eps, nfe = sg.sample_fast(key, sde, g.score_fn(sde), x_T.shape, "unipc", num_steps=12, **common)
+    x_eps, nfe = sg.sample_fast(
+        key, sde, g.score_fn(sde), x_T.shape, "unipc", num_steps=12, **common
+    )
     x0, nfe_d = sg.sample_fast(
         key, sde, g.score_fn(sde), x_T.shape, "unipc", num_steps=12, denoise=True, **common
     )
@@ -240,7 +243,9 @@ def test_nfe_counts_real_evaluations(method):
     reported = []
 
     def run(score_fn):
-        x, nfe = sg.sample_fast(jax.random.key(1), sde, score_fn, x_T.shape, method, num_steps=7, x_init=x_T)
+        x, nfe = sg.sample_fast(
+            jax.random.key(1), sde, score_fn, x_T.shape, method, num_steps=7, x_init=x_T
+        )
         reported.append(nfe)
         return x
 
@@ -262,7 +267,8 @@ def test_explicit_grid_equals_the_named_grid(key):
     x_T = mixture.marginal(sde, sde.T).sample(key, 8)
     ts = sg.time_grid(sde, 9, "karras", eps=EPS)
     run = lambda grid: sg.sample_fast(
-        key, sde, mixture.score_fn(sde), x_T.shape, "dpm_solver++_2m", num_steps=9, grid=grid, x_init=x_T
+        key, sde, mixture.score_fn(sde), x_T.shape, "dpm_solver++_2m", num_steps=9, grid=grid,
+        x_init=x_T,
     )[0]
     np.testing.assert_allclose(run(ts), run("karras"), rtol=1e-6, atol=1e-6)
 
@@ -282,7 +288,9 @@ def test_no_recompilation_for_new_inputs_of_the_same_shapes(key):
     second = sg.GaussianMixture(first.means + 1.0, first.variances, first.weights)
     sg.sample_fast(key, sde, first.score_fn(sde), (16, 2), "unipc", num_steps=10)
     with count_compiles() as compiles:
-        x, _ = sg.sample_fast(jax.random.key(5), sde, second.score_fn(sde), (16, 2), "unipc", num_steps=10)
+        x, _ = sg.sample_fast(
+            jax.random.key(5), sde, second.score_fn(sde), (16, 2), "unipc", num_steps=10
+        )
         jax.block_until_ready(x)
     assert len(compiles) == 0
 

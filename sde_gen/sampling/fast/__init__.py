@@ -78,7 +78,9 @@ def _check_grid_setting(grid, num_steps):
     if is_concrete(ts):
         values = np.asarray(ts)
         if not (np.all(np.diff(values) < 0) and values[-1] > 0):
-            raise ValueError(f"an explicit time grid must decrease strictly within (0, T]; got {values}")
+            raise ValueError(
+                f"an explicit time grid must decrease strictly within (0, T]; got {values}"
+            )
     return ts
 
 
@@ -154,8 +156,9 @@ class FastSampler(AbstractSampler):
 
     def times(self, sde: AbstractSDE, dtype=None) -> Array:
         """The grid of `num_steps + 1` decreasing times for `sde`."""
-        grid = self.grid
-        ts = make_grid(sde, self.num_steps, grid, self.eps, self.rho) if isinstance(grid, str) else grid
+        ts = self.grid
+        if isinstance(ts, str):
+            ts = make_grid(sde, self.num_steps, ts, self.eps, self.rho)
         return ts if dtype is None else ts.astype(dtype)
 
     def _name_parts(self):
