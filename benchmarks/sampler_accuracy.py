@@ -119,8 +119,8 @@ def fast_table(sde, data, key, batch) -> None:
                     cells.append("-")
                     continue
                 x, nfe = sg.sample_fast(
-                    key, sde, score_fn, x_T.shape, method, steps, grid=grid, eps=EPS_SAMPLE,
-                    x_init=x_T, denoise=False,
+                    key, sde, score_fn, x_T.shape, method, num_steps=steps, grid=grid,
+                    eps=EPS_SAMPLE, x_init=x_T, denoise=False,
                 )  # fmt: skip
                 rms = _rms(x, exact)
                 cells.append(f"{rms:.1e}" + (f" ({nfe})" if nfe != budget else ""))

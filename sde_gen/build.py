@@ -39,14 +39,13 @@ from .losses import (
     Weighting,
 )
 from .sampling import (
-    GRIDS,
+    FastSampler,
+    ODESampler,
+    PCSampler,
+    SDESampler,
     get_corrector,
     get_fast_solver,
     get_predictor,
-    sample_fast,
-    sample_ode,
-    sample_pc,
-    sample_sde,
 )
 from .score import ModelClassifier, ModelScore, ScoreFn
 from .sde import VESDE, VPSDE, AbstractLinearSDE, SubVPSDE
@@ -416,25 +415,19 @@ def get_sampler(config, sde: AbstractLinearSDE) -> Sampler:
         if st["method"] == "pc":
             predictor = get_predictor(st["predictor"])
             corrector = get_corrector(st["corrector"], st["snr"], st["n_steps_each"])
-            return lambda key, score_fn, shape: sample_pc(
-                key, sde, score_fn, shape, predictor, corrector,
-                num_steps=st["num_steps"], eps=eps, denoise=denoise,
-            )  # fmt: skip
-        if st["method"] == "ode":
-            return lambda key, score_fn, shape: sample_ode(
-                key, sde, score_fn, shape, st["solver"], st["rtol"], st["atol"], eps=eps,
-                denoise=denoise,
-            )  # fmt: skip
-        if st["method"] == "sde":
-            return lambda key, score_fn, shape: sample_sde(
-                key, sde, score_fn, shape, st["solver"], st["num_steps"], eps=eps, denoise=denoise
+            sampler = PCSampler(predictor, corrector, st["num_steps"], eps=eps, denoise=denoise)
+        elif st["method"] == "ode":
+            sampler = ODESampler(
+                st["solver"], st["rtol"], st["atol"], eps=eps, denoise=denoise
             )
-        solver = get_fast_solver(st["solver"], **st["options"])
-        choose("time grid", st["grid"], GRIDS)
-        return lambda key, score_fn, shape: sample_fast(
-            key, sde, score_fn, shape, solver, st["num_steps"], grid=st["grid"], eps=eps,
-            denoise=denoise,
-        )  # fmt: skip
+        elif st["method"] == "sde":
+            sampler = SDESampler(st["solver"], st["num_steps"], eps=eps, denoise=denoise)
+        else:
+            solver = get_fast_solver(st["solver"], **st["options"])
+            sampler = FastSampler(
+                solver, st["num_steps"], grid=st["grid"], eps=eps, denoise=denoise
+            )
+        return lambda key, score_fn, shape: sampler(key, sde, score_fn, shape)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config.sampling: {error}") from None
 

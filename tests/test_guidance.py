@@ -55,7 +55,9 @@ def test_larger_guidance_scales_give_sharper_samples():
         guided = sg.classifier_guidance(
             mixture.score_fn(sde), _exact_classifier(mixture, sde, 0), scale
         )
-        x, nfe = sg.sample_fast(jax.random.key(2), sde, guided, (4000, 2), "dpm_solver++_2m", 20)
+        x, nfe = sg.sample_fast(
+            jax.random.key(2), sde, guided, (4000, 2), "dpm_solver++_2m", num_steps=20
+        )
         confidence = float(jnp.mean(mixture.log_responsibilities_t(sde, x, EPS)[:, 0]))
         stats.append((confidence, float(jnp.var(x[:, 0]))))
     (conf_1, var_1), (conf_4, var_4) = stats

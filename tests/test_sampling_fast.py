@@ -135,7 +135,7 @@ def _measured_order(sde, method, steps=(40, 80)):
         errors = []
         for n in steps:
             x, nfe = sg.sample_fast(
-                jax.random.key(1), sde, g.score_fn(sde), x_T.shape, method, n,
+                jax.random.key(1), sde, g.score_fn(sde), x_T.shape, method, num_steps=n,
                 grid="quadratic", x_init=x_T, denoise=False,
             )  # fmt: skip
             assert nfe == FAST_SOLVERS[method].evals_per_step * n
@@ -175,7 +175,7 @@ def test_reproduces_the_mixture_weights_at_20_nfe(method):
     x_init = mixture.marginal(sde, sde.T).sample(jax.random.key(7), 20_000)
     n = 20 // FAST_SOLVERS[method].evals_per_step
     x, nfe = sg.sample_fast(
-        jax.random.key(0), sde, mixture.score_fn(sde), x_init.shape, method, n,
+        jax.random.key(0), sde, mixture.score_fn(sde), x_init.shape, method, num_steps=n,
         x_init=x_init, denoise=False,
     )  # fmt: skip
     assert 18 <= nfe <= 20
@@ -187,7 +187,8 @@ def test_stochastic_ddim_with_eta_one_samples_the_mixture():
     sde, mixture = sg.VESDE(), mixture_2d()
     solver = get_fast_solver("ddim", eta=1.0)
     x, nfe = sg.sample_fast(
-        jax.random.key(3), sde, mixture.score_fn(sde), (20_000, 2), solver, 200, denoise=False
+        jax.random.key(3), sde, mixture.score_fn(sde), (20_000, 2), solver, num_steps=200,
+        denoise=False,
     )
     assert nfe == 200
     assert_mixture_samples(x, mixture.marginal(sde, EPS), bias=0.02)
@@ -197,7 +198,7 @@ def test_eta_zero_ddim_is_deterministic_and_eta_adds_noise():
     sde, g = sg.VPSDE(), _gaussian(4)
     x_T = g.marginal(sde, sde.T).sample(jax.random.key(0), 8)
     run = lambda key, solver: sg.sample_fast(
-        key, sde, g.score_fn(sde), x_T.shape, solver, 10, x_init=x_T
+        key, sde, g.score_fn(sde), x_T.shape, solver, num_steps=10, x_init=x_T
     )[0]
     np.testing.assert_array_equal(run(jax.random.key(1), "ddim"), run(jax.random.key(2), "ddim"))
     noisy = get_fast_solver("ddim", eta=0.5)
@@ -211,7 +212,7 @@ def test_ddim_step_is_the_first_order_exponential_integrator():
     x_u = g.marginal(sde, 0.6).sample(jax.random.key(0), 8)
     ts = jnp.asarray([0.6, 0.2])
     x, _ = sg.sample_fast(
-        jax.random.key(1), sde, score_fn, x_u.shape, "ddim", 1, grid=ts, x_init=x_u,
+        jax.random.key(1), sde, score_fn, x_u.shape, "ddim", num_steps=1, grid=ts, x_init=x_u,
         denoise=False,
     )  # fmt: skip
     s_u, (a_t, s_t) = sde.marginal(0.6)[1], sde.marginal(0.2)
@@ -225,9 +226,11 @@ def test_denoise_is_tweedie_at_eps(key):
     sde, g = sg.VPSDE(), _gaussian(4)
     x_T = g.marginal(sde, sde.T).sample(key, 8)
     common = dict(x_init=x_T, eps=EPS)
-    x_eps, nfe = sg.sample_fast(key, sde, g.score_fn(sde), x_T.shape, "unipc", 12, **common)
+    x_eps, nfe = sg.sample_fast(
+        key, sde, g.score_fn(sde), x_T.shape, "unipc", num_steps=12, **common
+    )
     x0, nfe_d = sg.sample_fast(
-        key, sde, g.score_fn(sde), x_T.shape, "unipc", 12, denoise=True, **common
+        key, sde, g.score_fn(sde), x_T.shape, "unipc", num_steps=12, denoise=True, **common
     )
     np.testing.assert_allclose(x0, sde.x0_from_score(x_eps, EPS, g.score_t(sde, x_eps, EPS)))
     assert (nfe, nfe_d) == (12, 13)
@@ -240,7 +243,9 @@ def test_nfe_counts_real_evaluations(method):
     reported = []
 
     def run(score_fn):
-        x, nfe = sg.sample_fast(jax.random.key(1), sde, score_fn, x_T.shape, method, 7, x_init=x_T)
+        x, nfe = sg.sample_fast(
+            jax.random.key(1), sde, score_fn, x_T.shape, method, num_steps=7, x_init=x_T
+        )
         reported.append(nfe)
         return x
 
@@ -262,7 +267,8 @@ def test_explicit_grid_equals_the_named_grid(key):
     x_T = mixture.marginal(sde, sde.T).sample(key, 8)
     ts = sg.time_grid(sde, 9, "karras", eps=EPS)
     run = lambda grid: sg.sample_fast(
-        key, sde, mixture.score_fn(sde), x_T.shape, "dpm_solver++_2m", 9, grid=grid, x_init=x_T
+        key, sde, mixture.score_fn(sde), x_T.shape, "dpm_solver++_2m", num_steps=9, grid=grid,
+        x_init=x_T,
     )[0]
     np.testing.assert_allclose(run(ts), run("karras"), rtol=1e-6, atol=1e-6)
 
@@ -272,7 +278,7 @@ def test_guided_score_compositions_work(key):
     sde, mixture = sg.VPSDE(), mixture_2d()
     base = mixture.score_fn(sde)
     shifted = lambda x, t: base(x, t) + 0.1
-    x, nfe = sg.sample_fast(key, sde, shifted, (16, 2), "dpm_solver++_2m", 10)
+    x, nfe = sg.sample_fast(key, sde, shifted, (16, 2), "dpm_solver++_2m", num_steps=10)
     assert x.shape == (16, 2) and np.all(np.isfinite(x)) and nfe == 10
 
 
@@ -280,9 +286,11 @@ def test_no_recompilation_for_new_inputs_of_the_same_shapes(key):
     sde = sg.VPSDE()
     first = mixture_2d()
     second = sg.GaussianMixture(first.means + 1.0, first.variances, first.weights)
-    sg.sample_fast(key, sde, first.score_fn(sde), (16, 2), "unipc", 10)
+    sg.sample_fast(key, sde, first.score_fn(sde), (16, 2), "unipc", num_steps=10)
     with count_compiles() as compiles:
-        x, _ = sg.sample_fast(jax.random.key(5), sde, second.score_fn(sde), (16, 2), "unipc", 10)
+        x, _ = sg.sample_fast(
+            jax.random.key(5), sde, second.score_fn(sde), (16, 2), "unipc", num_steps=10
+        )
         jax.block_until_ready(x)
     assert len(compiles) == 0
 

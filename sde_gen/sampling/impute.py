@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from .._checks import check_eps, check_score_fn, check_steps, check_x
+from .._checks import check_eps, check_score_fn, check_x
 from ..score import ScoreFn
 from ..sde import AbstractSDE, batch_broadcast
-from .correctors import AbstractCorrector, get_corrector
-from .pc import _pc_loop, pc_nfe
-from .predictors import AbstractPredictor, get_predictor, require_linear
+from .correctors import AbstractCorrector
+from .pc import PCSampler
+from .predictors import AbstractPredictor, require_linear
 
 # score_sde's decoupling of RGB: orthonormal columns, the first one the gray direction.
 COLOR_BASIS = np.asarray(
@@ -126,26 +126,19 @@ def sample_impute(
             raise ValueError(f"basis must be ({c}, {c}) for {c} channels; got {basis.shape}")
         if not np.allclose(np.asarray(basis) @ np.asarray(basis).T, np.eye(c), atol=1e-5):
             raise ValueError("basis must be orthogonal (basis @ basis.T = I)")
-    predictor = get_predictor(predictor)
-    corrector = get_corrector(corrector, snr=snr, n_steps=n_corrector_steps)
-    if predictor is None and corrector is None:
-        raise ValueError("sample_impute needs a predictor or a corrector; both are None")
-    num_steps = check_steps("num_steps", num_steps)
+    sampler = PCSampler(
+        predictor, corrector, num_steps, eps, denoise, snr=snr, n_corrector_steps=n_corrector_steps
+    )
     check_eps(eps, sde.T)
     check_score_fn(score_fn, x_known.shape, x_known.dtype)
 
     replace = _Replacement(sde, _to_basis(x_known, basis), mask, basis)
-    x = _impute(key, sde, score_fn, predictor, corrector, num_steps, eps, denoise, replace)
-    return x, pc_nfe(predictor, corrector, num_steps)
+    return _impute(sampler, key, sde, score_fn, replace), sampler.nfe
 
 
 @eqx.filter_jit
-def _impute(key, sde, score_fn, predictor, corrector, num_steps, eps, denoise, replace):
-    shape = replace.y_known.shape
-    x = _pc_loop(
-        key, sde, score_fn, shape, predictor, corrector, num_steps, eps, denoise, None,
-        project=replace,
-    )  # fmt: skip
+def _impute(sampler, key, sde, score_fn, replace):
+    x = sampler.chain(key, sde, score_fn, replace.y_known.shape, project=replace)
     return replace.restore(x)
 
 

@@ -16,8 +16,17 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .._checks import check_sampling, check_score_fn, check_time, check_x, is_concrete
 from ..score import ScoreFn
-from ..sde import AbstractSDE, batch_times
-from ._diffrax import check_ode_solve, solve_endpoint
+from ..sde import AbstractSDE
+from ._diffrax import ODE_SOLVERS, check_ode_solve, solve_endpoint
+from .base import (
+    AbstractSampler,
+    build_or_none,
+    check_bool,
+    check_eps_setting,
+    check_optional_steps,
+    short_name,
+    tweedie,
+)
 from .predictors import require_linear
 
 
@@ -50,50 +59,101 @@ def ode_flow(
     return _ode_flow(sde, score_fn, x, t0, t1, solver, rtol, atol, num_steps, max_steps)
 
 
+class ODESampler(AbstractSampler):
+    """Solve the probability-flow ODE from a prior draw at T down to eps with diffrax.
+
+    Args:
+        solver: an explicit diffrax solver or its name in `ODE_SOLVERS` (default Tsit5).
+        rtol, atol: tolerances of the adaptive step control (`PIDController`).
+        num_steps: fixed uniform steps instead (None: adaptive).
+        max_steps: the most steps an adaptive solve may take.
+        eps: the end time.
+        denoise: end with Tweedie's `x0(x, eps)` (one more NFE; default False).
+    """
+
+    solver: diffrax.AbstractSolver
+    rtol: float
+    atol: float
+    num_steps: int | None
+    max_steps: int
+    eps: float
+    denoise: bool
+
+    method = "ode"
+    _registries = {"solver": ODE_SOLVERS}
+
+    def __init__(
+        self,
+        solver: diffrax.AbstractSolver | str = "tsit5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        num_steps: int | None = None,
+        max_steps: int = 4096,
+        eps: float = 1e-3,
+        denoise: bool = False,
+    ):
+        self.solver = check_ode_solve(solver, rtol, atol, num_steps, max_steps)
+        self.rtol, self.atol = float(rtol), float(atol)
+        self.num_steps = check_optional_steps("num_steps", num_steps)
+        self.max_steps = int(max_steps)
+        self.eps = check_eps_setting(eps)
+        self.denoise = check_bool("denoise", denoise)
+
+    def __call__(self, key, sde, score_fn, shape, *, x_init=None):
+        shape, x_init = check_sampling(sde, score_fn, shape, self.eps, x_init)
+        if self.denoise:
+            require_linear(sde, "denoise=True")
+        x = sde.prior_sample(key, shape) if x_init is None else x_init
+        x, nfe = self.solve(sde, score_fn, x)
+        nfe = int(nfe)  # the adaptive count is known only after the (jitted) solve
+        if self.denoise:
+            x, nfe = _tweedie(sde, score_fn, x, self.eps), nfe + 1
+        return x, nfe
+
+    def solve(self, sde: AbstractSDE, score_fn: ScoreFn, x: Array) -> tuple[Array, Array]:
+        """Decode x at T to eps (jitted); returns `(x_eps, nfe)` with nfe an int Array."""
+        t0, t1 = jnp.asarray(sde.T, x.dtype), jnp.asarray(self.eps, x.dtype)
+        return _ode_flow(
+            sde, score_fn, x, t0, t1, self.solver, self.rtol, self.atol, self.num_steps,
+            self.max_steps,
+        )  # fmt: skip
+
+    def _name_parts(self):
+        solver = short_name(self.solver, ODE_SOLVERS).lower()
+        if self.num_steps is None:
+            rtol = f"{self.rtol:g}"
+            return (solver, rtol), build_or_none(ODESampler, solver, rtol=float(rtol))
+        return (solver, f"{self.num_steps}steps"), build_or_none(
+            ODESampler, solver, num_steps=self.num_steps
+        )
+
+
 def sample_ode(
     key: PRNGKeyArray,
     sde: AbstractSDE,
     score_fn: ScoreFn,
     shape: tuple[int, ...],
+    *,
     solver: diffrax.AbstractSolver | str = "tsit5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    eps: float = 1e-3,
-    x_init: Array | None = None,
     num_steps: int | None = None,
-    denoise: bool = False,
     max_steps: int = 4096,
-) -> tuple[Array, Array]:
+    eps: float = 1e-3,
+    denoise: bool = False,
+    x_init: Array | None = None,
+) -> tuple[Array, int]:
     """Sample by solving the probability-flow ODE from a prior draw at T down to eps.
 
-    With `denoise=True` a last Tweedie step returns `E[x_0 | x_eps]` (one more NFE).
-    Returns `(x, nfe)`.
+    `ODESampler(solver, rtol, atol, num_steps, max_steps, eps, denoise)` called on
+    `(key, sde, score_fn, shape, x_init=x_init)`. With `denoise=True` (default False) a last
+    Tweedie step returns `E[x_0 | x_eps]` (one more NFE). Returns `(x, nfe)`, nfe an int.
     """
-    solver = check_ode_solve(solver, rtol, atol, num_steps, max_steps)
-    shape, x_init = check_sampling(sde, score_fn, shape, eps, x_init)
-    if denoise:
-        require_linear(sde, "denoise=True")
-    x = sde.prior_sample(key, shape) if x_init is None else x_init
-    x, nfe = _ode_flow(
-        sde,
-        score_fn,
-        x,
-        jnp.asarray(sde.T, x.dtype),
-        jnp.asarray(eps, x.dtype),
-        solver,
-        rtol,
-        atol,
-        num_steps,
-        max_steps,
-    )
-    if denoise:
-        x, nfe = _tweedie(sde, score_fn, x, eps), nfe + 1
-    return x, nfe
+    sampler = ODESampler(solver, rtol, atol, num_steps, max_steps, eps, denoise)
+    return sampler(key, sde, score_fn, shape, x_init=x_init)
 
 
-@eqx.filter_jit
-def _tweedie(sde, score_fn, x, t):
-    return sde.x0_from_score(x, t, score_fn(x, batch_times(t, x)))
+_tweedie = eqx.filter_jit(tweedie)
 
 
 @eqx.filter_jit

@@ -19,7 +19,6 @@ step can return the noise-free mean ("denoising").
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -29,6 +28,7 @@ from jaxtyping import Array, PRNGKeyArray
 from .._checks import choose
 from ..score import ScoreFn
 from ..sde import AbstractLinearSDE, AbstractSDE, batch_broadcast, batch_times
+from .base import tweedie
 
 
 def require_linear(sde: AbstractSDE, what: str) -> AbstractLinearSDE:
@@ -43,7 +43,10 @@ def require_linear(sde: AbstractSDE, what: str) -> AbstractLinearSDE:
 class AbstractPredictor(eqx.Module):
     """One reverse step `x_t -> x_{t_next}`; `nfe` score evaluations per step."""
 
-    nfe: ClassVar[int] = 1
+    @property
+    def nfe(self) -> int:
+        """Score evaluations per step."""
+        return 1
 
     @abc.abstractmethod
     def __call__(
@@ -85,7 +88,7 @@ class AncestralSampling(AbstractPredictor):
 
     def __call__(self, key, sde, score_fn, x, t, t_next):
         sde = require_linear(sde, "the ancestral predictor")
-        x0_hat = sde.x0_from_score(x, t, score_fn(x, batch_times(t, x)))
+        x0_hat = tweedie(sde, score_fn, x, t)
         mean, std = sde.bridge(x0_hat, x, t_next, t)
         noise = jax.random.normal(key, x.shape, x.dtype)
         return mean + batch_broadcast(std, x) * noise, mean

@@ -23,9 +23,60 @@ from jaxtyping import Array, PRNGKeyArray
 from .._checks import check_sampling, check_steps
 from ..score import ScoreFn
 from ..sde import AbstractSDE
-from ._diffrax import brownian_levy_area, check_sde_solver, sde_nfe
+from ._diffrax import SDE_SOLVERS, brownian_levy_area, check_sde_solver, sde_nfe
+from .base import AbstractSampler, build_or_none, check_bool, check_eps_setting, short_name
 from .ode import _tweedie
 from .predictors import require_linear
+
+
+class SDESampler(AbstractSampler):
+    """Solve the reverse-time SDE from a prior draw at T down to eps with diffrax.
+
+    Args:
+        solver: a diffrax SDE solver or its name in `SDE_SOLVERS`: `Euler()` / "euler"
+            (Euler-Maruyama, the default), `Heun()`, `EulerHeun()`, or an additive-noise
+            SRK such as `ShARK()` / "shark" (strong order 1.5 here).
+        num_steps: fixed uniform steps from T to eps.
+        eps: the end time.
+        denoise: end with Tweedie's `x0(x, eps)` (one more NFE; default False).
+    """
+
+    solver: diffrax.AbstractSolver
+    num_steps: int
+    eps: float
+    denoise: bool
+
+    method = "sde"
+    _registries = {"solver": SDE_SOLVERS}
+
+    def __init__(
+        self,
+        solver: diffrax.AbstractSolver | str = "euler",
+        num_steps: int = 1000,
+        eps: float = 1e-3,
+        denoise: bool = False,
+    ):
+        self.solver = check_sde_solver(solver)
+        self.num_steps = check_steps("num_steps", num_steps)
+        self.eps = check_eps_setting(eps)
+        self.denoise = check_bool("denoise", denoise)
+
+    @property
+    def nfe(self) -> int:
+        return sde_nfe(self.solver, self.num_steps) + int(self.denoise)
+
+    def __call__(self, key, sde, score_fn, shape, *, x_init=None):
+        shape, x_init = check_sampling(sde, score_fn, shape, self.eps, x_init)
+        if self.denoise:
+            require_linear(sde, "denoise=True")
+        x = _sample_sde(key, sde, score_fn, shape, self.solver, self.num_steps, self.eps, x_init)
+        if self.denoise:
+            x = _tweedie(sde, score_fn, x, self.eps)
+        return x, self.nfe
+
+    def _name_parts(self):
+        solver = short_name(self.solver, SDE_SOLVERS).lower()
+        return (solver, self.num_steps), build_or_none(SDESampler, solver, self.num_steps)
 
 
 def sample_sde(
@@ -33,29 +84,22 @@ def sample_sde(
     sde: AbstractSDE,
     score_fn: ScoreFn,
     shape: tuple[int, ...],
+    *,
     solver: diffrax.AbstractSolver | str = "euler",
     num_steps: int = 1000,
     eps: float = 1e-3,
-    x_init: Array | None = None,
     denoise: bool = False,
+    x_init: Array | None = None,
 ) -> tuple[Array, int]:
     """Sample by solving the reverse-time SDE from a prior draw at T down to eps.
 
-    `solver` is a diffrax SDE solver or its name: `Euler()` / "euler" (Euler-Maruyama),
-    `Heun()`, `EulerHeun()`, or an additive-noise SRK such as `ShARK()` / "shark" (strong
-    order 1.5 here); see `SDE_SOLVERS`. With `denoise=True`
-    a last Tweedie step returns `E[x_0 | x_eps]` (one more NFE). Returns `(x, nfe)`.
+    `SDESampler(solver, num_steps, eps, denoise)` called on
+    `(key, sde, score_fn, shape, x_init=x_init)`; see `SDESampler` and `SDE_SOLVERS`. With
+    `denoise=True` (default False) a last Tweedie step returns `E[x_0 | x_eps]` (one more
+    NFE). Returns `(x, nfe)`, nfe an int.
     """
-    solver = check_sde_solver(solver)
-    num_steps = check_steps("num_steps", num_steps)
-    shape, x_init = check_sampling(sde, score_fn, shape, eps, x_init)
-    if denoise:
-        require_linear(sde, "denoise=True")
-    x = _sample_sde(key, sde, score_fn, shape, solver, num_steps, eps, x_init)
-    nfe = sde_nfe(solver, num_steps)
-    if denoise:
-        x, nfe = _tweedie(sde, score_fn, x, eps), nfe + 1
-    return x, nfe
+    sampler = SDESampler(solver, num_steps, eps, denoise)
+    return sampler(key, sde, score_fn, shape, x_init=x_init)
 
 
 @eqx.filter_jit
