@@ -36,23 +36,28 @@ from matplotlib.figure import Figure
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sampler_fid import load_config  # noqa: E402
 
-from sde_gen import evaluate, plotting  # noqa: E402
+from sde_gen import experiments, plotting  # noqa: E402
+from sde_gen.experiments.base import balanced_labels  # noqa: E402
+from sde_gen.experiments.evaluate import latest_params  # noqa: E402
+from sde_gen.experiments.kinds import make_experiment  # noqa: E402
 
 PER_CLASS_SHOWN = 8
 
 
-def measure(config, workdir, space, reference_workdir, info):
+def measure(config, workdir, reference_workdir):
     """Samples of the run in `workdir` with `config`'s sampler and guidance, and their
-    metrics in `space` (reference statistics cached in `reference_workdir`)."""
-    step = evaluate.checkpoint_steps(config, workdir)[-1]
-    params = evaluate.load_ema_params(config, workdir, step, info.shape)
+    metrics (reference statistics and the evaluation classifier cached in
+    `reference_workdir`)."""
+    experiment = make_experiment(experiments.load(config))
+    experiment.prepare(workdir, "eval")
+    step, params = latest_params(experiment, workdir)
     start = time.perf_counter()
-    samples, timing = evaluate.generate_samples(config, workdir, step, params, info)
+    samples, timing = experiment.generate_samples(workdir, step, params)
     seconds = time.perf_counter() - start
-    labels = evaluate.sample_labels(config, 0, len(samples))
+    labels = balanced_labels(experiment.sample_classes(), 0, len(samples))
     if labels is None:  # unguided, unconditional: score against the same balanced classes
         labels = np.arange(len(samples)) % 10
-    quality = evaluate.sample_quality(config, reference_workdir, samples, info, space, labels)
+    quality = experiment.quality(reference_workdir, samples, labels)
     cached = timing["batches_sampled_now"] == 0
     return samples, labels, quality, timing["nfe"], seconds, cached
 
@@ -75,8 +80,7 @@ def main(argv=None) -> None:
 
     config = load_config("configs/vp_digits.py")
     config.eval.num_samples = args.num_samples
-    info = evaluate._info(config)
-    space = evaluate.FeatureSpace(config, args.workdir, info)
+    data_range = experiments.load(config).data.info.data_range
     runs = []  # (kind, strength, workdir, config overrides)
     for s in (float(v) for v in args.scales.split(",")):
         guide = dict(classifier_scale=s, classifier_workdir=args.classifier_workdir)
@@ -97,7 +101,7 @@ def main(argv=None) -> None:
     rows, panels = [], []
     for kind, strength, workdir, cfg, overrides in runs:
         cfg.sampling.update(overrides)
-        samples, labels, q, nfe, seconds, cached = measure(cfg, workdir, space, args.workdir, info)
+        samples, labels, q, nfe, seconds, cached = measure(cfg, workdir, args.workdir)
         rows.append((kind, strength, q))
         panels.append((f"{'CG' if kind.startswith('classifier g') else 'CFG'} {strength:g}",
                        by_class(samples, labels)))  # fmt: skip
@@ -107,7 +111,7 @@ def main(argv=None) -> None:
             f"{q['classifier_fid']:.2f} | {nfe} | {seconds:.0f}{' (cached)' if cached else ''} |",
             flush=True,
         )
-    save_grids(args.out + "_grids.png", panels, info.data_range)
+    save_grids(args.out + "_grids.png", panels, data_range)
     save_tradeoff(args.out + "_tradeoff.png", rows)
     print(f"\nplots: {args.out}_grids.png, {args.out}_tradeoff.png")
 

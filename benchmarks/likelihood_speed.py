@@ -40,7 +40,9 @@ def main() -> None:
 
     from configs.toy_2d import get_config as toy_config
     from configs.vp_digits import get_config as digits_config
-    from sde_gen import build, data, evaluate, log_likelihood, nll_bound
+    from sde_gen import data, experiments, log_likelihood, nll_bound
+    from sde_gen.experiments.evaluate import latest_params
+    from sde_gen.experiments.kinds import make_experiment
 
     logging.set_verbosity(logging.WARNING)
     print(
@@ -48,15 +50,13 @@ def main() -> None:
         f"{jax.default_backend()}; jax {jax.__version__}\n"
     )
 
-    config = digits_config()
-    sde, model = build.get_sde(config), build.get_model(config)
-    (step,) = evaluate.checkpoint_steps(config, args.workdir)
-    params = evaluate.load_ema_params(config, args.workdir, step, (8, 8, 1))
-    score_fn = build.get_score_fn(config, model, params, sde)
-    dq = config.copy_and_resolve_references()
-    dq.data.uniform_dequantization = True
-    x_all, _, info = evaluate._dataset_arrays(dq, "test", args.examples)
+    experiment = make_experiment(experiments.load(digits_config()))
+    sde = experiment.sde
+    step, params = latest_params(experiment, args.workdir)
+    score_fn = experiment.score_fn(params)
+    x_all, _ = experiment.load_split("test", args.examples, dequantize=True)
     x = jnp.asarray(x_all)
+    to_bits = lambda logp, shape: experiment.bits(logp, shape)
 
     print(f"Digits DDPM++ (step {step}), {len(x)} test digits, one dequantization draw:\n")
     print("| method | rtol=atol | examples/s | mean NFE | bits/dim | std. error |")
@@ -74,7 +74,7 @@ def main() -> None:
         start = time.perf_counter()
         logp, _, nfe = jax.block_until_ready(run(x[:n]))
         seconds = time.perf_counter() - start
-        bits = evaluate.to_bits(logp, x[:n].shape, info)
+        bits = to_bits(logp, x[:n].shape)
         print(
             f"| {divergence} ({n} digits) | {tol:g} | {n / seconds:.1f} | {int(nfe)} | "
             f"{bits.mean():.4f} | {bits.std(ddof=1) / math.sqrt(len(bits)):.4f} |"
@@ -84,16 +84,15 @@ def main() -> None:
     start = time.perf_counter()
     nll = jax.block_until_ready(bound(x))
     seconds = time.perf_counter() - start
-    bits = evaluate.to_bits(-nll, x.shape, info)
+    bits = to_bits(-nll, x.shape)
     print(
         f"| bound (16 draws of t) | - | {len(x) / seconds:.1f} | 16 | {bits.mean():.4f} | "
         f"{bits.std(ddof=1) / math.sqrt(len(bits)):.4f} |"
     )
 
-    toy = toy_config()
-    sde, density = build.get_sde(toy), data.toy_density()
-    x_toy, _, toy_info = evaluate._dataset_arrays(toy, "test", 2000)
-    x_toy = jnp.asarray(x_toy)
+    toy = make_experiment(experiments.load(toy_config()))
+    sde, density = toy.sde, data.toy_density()
+    x_toy = jnp.asarray(toy.load_split("test", 2000)[0])
     exact = np.asarray(-density.log_prob(x_toy) / (2 * math.log(2)))
     print("\nGaussian-mixture ring (2-D), exact score, 2000 test points, rtol=atol=1e-5:\n")
     print("| divergence | per-example MAE (bits/dim) | error of the mean | mean NFE |")
@@ -102,7 +101,7 @@ def main() -> None:
         logp, _, nfe = log_likelihood(
             jax.random.key(1), sde, density.score_fn(sde), x_toy, divergence=divergence
         )
-        bits = evaluate.to_bits(logp, x_toy.shape, toy_info)
+        bits = toy.bits(logp, x_toy.shape)
         print(
             f"| {divergence} | {np.abs(bits - exact).mean():.2e} | "
             f"{abs(bits.mean() - exact.mean()):.2e} | {int(nfe)} |"

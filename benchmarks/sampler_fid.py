@@ -27,7 +27,10 @@ import time
 import jax
 from matplotlib.figure import Figure
 
-from sde_gen import evaluate
+from sde_gen import experiments
+from sde_gen.experiments.evaluate import latest_params
+from sde_gen.experiments.kinds import make_experiment
+from sde_gen.experiments.quality import METRIC_PREFIX
 from sde_gen.sampling import FAST_SOLVERS
 
 
@@ -69,11 +72,9 @@ def main(argv=None) -> None:
 
     config = load_config(args.config)
     config.eval.num_samples = args.num_samples
-    info = evaluate._info(config)
-    step = evaluate.checkpoint_steps(config, args.workdir)[-1]
-    params = evaluate.load_ema_params(config, args.workdir, step, info.shape)
-    space = evaluate.FeatureSpace(config, args.workdir, info)
-    prefix = evaluate.METRIC_PREFIX[space.kind]
+    experiment = make_experiment(experiments.load(config))
+    step, params = latest_params(experiment, args.workdir)
+    prefix = METRIC_PREFIX[experiment.settings.eval.features]
 
     print(f"# Sample quality vs NFE: {args.workdir} step {step}, {args.num_samples} samples")
     print(
@@ -86,18 +87,19 @@ def main(argv=None) -> None:
     for label, overrides in samplers(budgets, args.pc_steps):
         for key, value in overrides.items():
             config.sampling[key] = value
+        run = make_experiment(experiments.load(config))
         start = time.perf_counter()
-        samples, timing = evaluate.generate_samples(config, args.workdir, step, params, info)
+        samples, timing = run.generate_samples(args.workdir, step, params)
         seconds = time.perf_counter() - start
-        quality = evaluate.sample_quality(config, args.workdir, samples, info, space)
+        quality = run.quality(args.workdir, samples)
         fid, kid = quality[f"{prefix}fid"], quality[f"{prefix}kid"]
         nfe = int(timing["nfe"])
         cached = " (cached)" if timing["batches_sampled_now"] == 0 else ""
         print(f"| {label} | {nfe} | {fid:.2f} | {kid:.2f} | {seconds:.0f}{cached} |", flush=True)
         rows.append((label, nfe, fid))
 
-    real, _, _ = evaluate._dataset_arrays(config, "train", args.num_samples)
-    floor = evaluate.sample_quality(config, args.workdir, real, info, space)[f"{prefix}fid"]
+    real, _ = experiment.load_split("train", args.num_samples)
+    floor = experiment.quality(args.workdir, real)[f"{prefix}fid"]
     print(f"| real data (train split, {len(real)} examples) | - | {floor:.2f} | | |\n")
     save_plot(args.plot, rows, floor, prefix + "fid")
     print(f"plot: {args.plot}")

@@ -90,6 +90,11 @@ def toy_density():
     return GaussianMixture(means, variances=0.02)
 
 
+def exact_density(name: str):
+    """The exact density of a toy data set where it is known (`gmm`), else None."""
+    return toy_density() if name == "gmm" else None
+
+
 def _toy_points(name: str, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if name == "heartbeat":
@@ -152,18 +157,83 @@ class _TfdsImages:
         return {"x": record["image"], "label": np.asarray(record.get("label", 0), np.int64)}
 
 
+class DataNotPreparedError(FileNotFoundError):
+    """A tfds data set that is not prepared in its `data_dir` (nothing is downloaded)."""
+
+
 def _open_tfds(spec: ImageSource, split: str, data_dir: str | None):
     import tensorflow_datasets as tfds
 
     try:
-        return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir)
+        return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False)
     except Exception as err:  # tfds raises several types for a missing or unprepared set
-        raise FileNotFoundError(
-            f"could not open tfds data set {spec.tfds_name!r} (split {split!r}) in "
-            f"data_dir={data_dir!r}: prepare it first with "
-            f"`tfds build {spec.tfds_name} --data_dir=DIR` on a machine with internet, then set "
-            f"the config's data.data_dir to DIR ({type(err).__name__}: {err})"
-        ) from err
+        raise DataNotPreparedError(
+            f"tfds data set {spec.tfds_name!r} (split {split!r}) is not prepared in "
+            f"data.data_dir={data_dir!r}: prepare it with `tfds build {spec.tfds_name} "
+            f"--data_dir=DIR` on a machine with internet, then set config.data.data_dir=DIR "
+            f"({type(err).__name__})"
+        ) from None
+
+
+def _open(name: str, split: str, data_dir: str | None):
+    """`(source, n_levels, crop)`: the records of a split, their intensity levels (None for
+    continuous data) and the square crop taken before resizing."""
+    if name in IMAGE_DATASETS:
+        spec = IMAGE_DATASETS[name]
+        return _TfdsImages(_open_tfds(spec, split, data_dir)), spec.n_levels, spec.center_crop
+    if name == "digits":
+        return _ArraySource(*_digits(split)), DIGITS_LEVELS, None
+    return _ArraySource(_toy_points(name, _TOY_SIZES[split], _TOY_SEEDS[split])), None, None
+
+
+def _info(name, source, n_levels, shape, centered) -> DataInfo:
+    if n_levels is None:
+        data_range = None
+    else:
+        data_range = (-1.0, 1.0) if centered else (0.0, 1.0)
+    return DataInfo(name, tuple(shape), n_levels, data_range, len(source), num_classes(name))
+
+
+def describe(
+    name: str,
+    split: str = "train",
+    *,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    centered: bool = True,
+) -> DataInfo:
+    """What `get_dataset` would yield (shape after resizing, levels, size, classes), from one
+    record; `DataNotPreparedError` for a tfds set that is not prepared."""
+    choose("data set", name, dict.fromkeys(DATASETS))
+    choose("split", split, dict.fromkeys(SPLITS))
+    source, n_levels, crop = _open(name, split, data_dir)
+    shape = np.shape(source[0]["x"])
+    if n_levels is not None and name in IMAGE_DATASETS:
+        size = image_size or (crop or shape[0])
+        shape = (size, size, shape[-1])
+    return _info(name, source, n_levels, shape, centered)
+
+
+def load_arrays(
+    name: str, split: str, limit: int | None = None, *, seed: int = 0, **options
+) -> tuple[np.ndarray, np.ndarray, DataInfo]:
+    """A whole split (or its first `limit` examples), in order, as `(x, labels, info)`
+    arrays after the pipeline's transforms (`options` as for `get_dataset`; labels are 0
+    for data without classes). `seed` draws the dequantization noise."""
+    info = describe(name, split, data_dir=options.get("data_dir"))
+    n = info.num_examples if limit is None else min(limit, info.num_examples)
+    batch = math.gcd(n, 256) or 1
+    it, info = get_dataset(
+        name, split, batch, shuffle=False, num_epochs=1, num_devices=1, seed=seed, **options
+    )
+    xs, ys, count = [], [], 0
+    for b in it:
+        xs.append(b["x"][0])
+        ys.append(b["label"][0] if "label" in b else np.zeros(len(b["x"][0]), np.int64))
+        count += len(xs[-1])
+        if count >= n:
+            break
+    return np.concatenate(xs)[:n], np.concatenate(ys)[:n], info
 
 
 def _resize(image: np.ndarray, size: int, crop: int | None) -> np.ndarray:
@@ -259,16 +329,7 @@ def get_dataset(
     if num_epochs is not None:
         num_epochs = check_steps("num_epochs", num_epochs)
 
-    if name in IMAGE_DATASETS:
-        spec = IMAGE_DATASETS[name]
-        source = _TfdsImages(_open_tfds(spec, split, data_dir))
-        n_levels, crop = spec.n_levels, spec.center_crop
-    elif name == "digits":
-        source = _ArraySource(*_digits(split))
-        n_levels, crop = DIGITS_LEVELS, None
-    else:
-        source = _ArraySource(_toy_points(name, _TOY_SIZES[split], _TOY_SEEDS[split]))
-        n_levels, crop = None, None
+    source, n_levels, crop = _open(name, split, data_dir)
     if len(source) < batch_size:
         raise ValueError(
             f"data set {name!r} split {split!r} has {len(source)} examples, fewer than "
@@ -289,11 +350,7 @@ def get_dataset(
     ds = ds.batch(per_process, drop_remainder=True)
     ds = ds.map(lambda batch: _shard(batch, num_devices))
 
-    if n_levels is None:
-        data_range = None
-    else:
-        data_range = (-1.0, 1.0) if centered else (0.0, 1.0)
-    info = DataInfo(name, tuple(shape), n_levels, data_range, len(source), num_classes(name))
+    info = _info(name, source, n_levels, shape, centered)
     read = grain.ReadOptions(
         num_threads=check_steps("num_threads", num_threads),
         prefetch_buffer_size=check_steps("prefetch", prefetch),

@@ -18,6 +18,7 @@ import optax
 import pytest
 
 from sde_gen.experiments import checkpoints as ck
+from sde_gen.experiments import reporting
 from sde_gen.experiments.checkpoints import (
     CheckpointMismatchError,
     CheckpointSaveError,
@@ -579,19 +580,19 @@ def test_a_torn_last_metrics_line_is_tolerated_and_repaired(tmp_path):
     good = '{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.25}\n'
     path.write_text(good + '{"step": 3, "lo')
     messages = []
-    assert ck.read_metrics(str(path), log=messages.append) == [
+    assert reporting.read_metrics(str(path), log=messages.append) == [
         {"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25}
     ]
     assert messages == [f"{path}: ignoring a torn last line"]
-    assert ck.repair_metrics(str(path), log=messages.append) is True
+    assert reporting.repair_metrics(str(path), log=messages.append) is True
     assert path.read_text() == good
     assert messages[1] == f"{path}: dropped a torn last line (a write cut short)"
-    assert ck.repair_metrics(str(path)) is False and path.read_text() == good
+    assert reporting.repair_metrics(str(path)) is False and path.read_text() == good
     # a complete record without its newline is kept
     path.write_text(good + '{"step": 3}')
-    assert ck.repair_metrics(str(path), log=messages.append) is True
+    assert reporting.repair_metrics(str(path), log=messages.append) is True
     assert path.read_text() == good + '{"step": 3}\n' and len(messages) == 2
     # damage in the middle is not a torn line
     path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
     with pytest.raises(ValueError, match=f"{path}:2: not a metrics record"):
-        ck.read_metrics(str(path))
+        reporting.read_metrics(str(path))

@@ -244,8 +244,9 @@ def _load(name):
 
 
 def test_learned_reverse_steps_stay_within_the_entropy_bounds_and_betas_learn():
-    from sde_gen import models, train
-    from sde_gen.dpm2015 import reverse_fn
+    from sde_gen import models
+    from sde_gen.dpm2015 import loss, reverse_fn
+    from sde_gen.experiments import state as train
 
     model = models.get_model("dpm2015_mlp", dim=2, num_steps=10, beta_T=0.3, learn_betas=True,
                              hidden=16, num_layers=1, embed_dim=8)  # fmt: skip
@@ -262,7 +263,10 @@ def test_learned_reverse_steps_stay_within_the_entropy_bounds_and_betas_learn():
         lower, upper = chain.entropy_bounds(t, 2)
         assert bool(jnp.all(entropy >= lower - 1e-4)) and bool(jnp.all(entropy <= upper + 1e-4))
     step = train.pmap_train_step(
-        train.make_dpm2015_train_step(model, optimizer, ema_decay=0.0),
+        train.make_step(
+            lambda params, x, labels, keys, dropout_key: loss(model, params, x, keys),
+            optimizer, ema_decay=0.0,
+        ),
         devices=jax.local_devices()[:1],
     )
     new, metrics = step(train.replicate(state, jax.local_devices()[:1]), x[None], jax.random.key(3))
@@ -274,15 +278,16 @@ def test_learned_reverse_steps_stay_within_the_entropy_bounds_and_betas_learn():
 
 
 def test_heartbeat_data_are_the_papers_sequences():
-    from sde_gen import data, dpm2015_runs
+    from sde_gen import data
+    from sde_gen.dpm2015.experiment import heartbeat_metrics
 
     it, info = data.get_dataset("heartbeat", "test", 500, num_devices=1)
     x = np.asarray(next(it)["x"][0])
     assert info.shape == (20,) and set(np.unique(x)) == {0.0, 1.0}
     assert np.all(x.sum(1) == 4)
-    assert dpm2015_runs._heartbeat_metrics(x)["valid_sequence_fraction"] == 1.0
+    assert heartbeat_metrics(x)["valid_sequence_fraction"] == 1.0
     x[0, 0] = 1 - x[0, 0]
-    assert dpm2015_runs._heartbeat_metrics(x)["valid_sequence_fraction"] == 1 - 1 / 500
+    assert heartbeat_metrics(x)["valid_sequence_fraction"] == 1 - 1 / 500
 
 
 @pytest.mark.parametrize(
@@ -292,7 +297,7 @@ def test_heartbeat_data_are_the_papers_sequences():
 def test_short_runs_improve_k_and_eval_reports_it(tmp_path, name):
     """Train 150 steps through the loop; K on the test split (every step summed) at the
     checkpoints 50, 100, 150 increases; eval also reports the entropy bounds."""
-    from sde_gen import evaluate, train
+    from sde_gen.experiments import evaluate, train
 
     config = _load(name)
     t = config.training
@@ -320,12 +325,12 @@ def test_short_runs_improve_k_and_eval_reports_it(tmp_path, name):
 
 
 def test_a_dimension_mismatch_is_refused(tmp_path):
-    from sde_gen import build, train
+    from sde_gen.experiments import config as cfg
 
     config = _load("dpm2015_swissroll")
     config.model.dim = 3
-    with pytest.raises(build.ConfigError, match="model.dim=3, but data set 'swiss_roll'"):
-        train.train_and_evaluate(config, str(tmp_path))
+    with pytest.raises(cfg.ConfigError, match="model.dim=3, but data set 'swiss_roll'"):
+        cfg.load(config)
 
 
 def test_images_must_be_flattened():

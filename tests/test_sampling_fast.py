@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from oracles import (
@@ -15,7 +14,7 @@ from oracles import (
 )
 
 import sde_gen as sg
-from sde_gen import build
+from sde_gen.experiments import config as cfg
 from sde_gen.sampling import FAST_SOLVERS, GRIDS, get_fast_solver
 
 EPS = 1e-3
@@ -369,26 +368,26 @@ def _config(**sampling):
 
 def test_config_selects_a_fast_solver_with_its_options():
     config = _config(fast_solver="ddim", fast_options={"eta": 1.0}, num_steps=12, grid="karras")
-    settings = build.sampler_settings(config)
-    assert settings == {
-        "method": "fast", "eps": 1e-3, "denoise": True, "solver": "ddim", "grid": "karras",
-        "num_steps": 12, "options": {"eta": 1.0},
+    sampler = cfg.load(config).sampling.sampler
+    assert sampler == sg.FastSampler(sg.DDIM(eta=1.0), 12, "karras", eps=1e-3, denoise=True)
+    assert sampler.describe() == {
+        "method": "fast", "solver": {"name": "DDIM", "eta": 1.0, "classifier_scale": 1.0},
+        "num_steps": 12, "grid": "karras", "eps": 1e-3, "denoise": True, "rho": 7.0,
     }  # fmt: skip
     sde, mixture = sg.VPSDE(), mixture_2d()
-    sampler = build.get_sampler(config, sde)
-    x, nfe = sampler(jax.random.key(0), mixture.score_fn(sde), (8, 2))
+    x, nfe = sampler(jax.random.key(0), sde, mixture.score_fn(sde), (8, 2))
     assert x.shape == (8, 2) and nfe == 13  # 12 steps and the final Tweedie step
     # eta = 1 draws noise: another key, another sample
-    assert not np.allclose(x, sampler(jax.random.key(1), mixture.score_fn(sde), (8, 2))[0])
+    assert not np.allclose(x, sampler(jax.random.key(1), sde, mixture.score_fn(sde), (8, 2))[0])
 
 
 def test_config_fast_defaults():
     """A config that only says method="fast" gets DPM-Solver-3 (multistep) in 20 steps."""
-    config = ml_collections.ConfigDict({"sampling": {"method": "fast"}, "model": {}})
-    assert build.sampler_settings(config) == {
-        "method": "fast", "eps": 1e-3, "denoise": True, "solver": "dpm_solver_3m",
-        "grid": "logsnr", "num_steps": 20, "options": {},
-    }  # fmt: skip
+    config = _config()
+    for key in ("fast_solver", "grid", "eps"):
+        del config.sampling[key]
+    sampler = cfg.load(config).sampling.sampler
+    assert sampler == sg.FastSampler("dpm_solver_3m", 20, "logsnr", eps=1e-3, denoise=True)
 
 
 @pytest.mark.parametrize(
@@ -400,6 +399,6 @@ def test_config_fast_defaults():
         (dict(fast_solver="unipc", fast_options={"eta": 1.0}), "unknown option"),
     ],
 )
-def test_bad_fast_sampling_config_fails_in_check_config(sampling, message):
-    with pytest.raises(build.ConfigError, match=f"config.sampling: {message}"):
-        build.check_config(_config(**sampling))
+def test_bad_fast_sampling_config_fails_when_the_config_is_read(sampling, message):
+    with pytest.raises(cfg.ConfigError, match=f"config.sampling: {message}"):
+        cfg.load(_config(**sampling))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import sde_gen as sg
-from sde_gen import data, models, train
+from sde_gen import data, models
+from sde_gen.experiments import state as train
 
 
 def _setup(ema_decay=0.99, ema_warmup=False):

@@ -107,7 +107,7 @@ class ODESampler(AbstractSampler):
         x, nfe = self.solve(sde, score_fn, x)
         nfe = int(nfe)  # the adaptive count is known only after the (jitted) solve
         if self.denoise:
-            x, nfe = _tweedie(sde, score_fn, x, self.eps), nfe + 1
+            x, nfe = jitted_tweedie(sde, score_fn, x, self.eps), nfe + 1
         return x, nfe
 
     def solve(self, sde: AbstractSDE, score_fn: ScoreFn, x: Array) -> tuple[Array, Array]:
@@ -153,7 +153,7 @@ def sample_ode(
     return sampler(key, sde, score_fn, shape, x_init=x_init)
 
 
-_tweedie = eqx.filter_jit(tweedie)
+jitted_tweedie = eqx.filter_jit(tweedie)  # the final step outside a compiled solve
 
 
 @eqx.filter_jit

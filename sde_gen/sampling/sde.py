@@ -25,7 +25,7 @@ from ..score import ScoreFn
 from ..sde import AbstractSDE
 from ._diffrax import SDE_SOLVERS, brownian_levy_area, check_sde_solver, sde_nfe
 from .base import AbstractSampler, build_or_none, check_bool, check_eps_setting, short_name
-from .ode import _tweedie
+from .ode import jitted_tweedie
 from .predictors import require_linear
 
 
@@ -71,7 +71,7 @@ class SDESampler(AbstractSampler):
             require_linear(sde, "denoise=True")
         x = _sample_sde(key, sde, score_fn, shape, self.solver, self.num_steps, self.eps, x_init)
         if self.denoise:
-            x = _tweedie(sde, score_fn, x, self.eps)
+            x = jitted_tweedie(sde, score_fn, x, self.eps)
         return x, self.nfe
 
     def _name_parts(self):

@@ -1,0 +1,345 @@
+"""The score-model kind: a network trained by denoising score matching, sampled by the
+configured sampler (with guidance), evaluated by sample quality and bits/dim, and used for
+inpainting and colorization."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from .. import data as data_lib
+from .. import models, plotting
+from ..guidance import classifier_free_guidance, classifier_guidance
+from ..likelihood import bits_per_dim, log_likelihood, nats_to_bits_per_dim
+from ..losses import nll_bound
+from ..score import ModelScore, ScoreFn
+from .base import AbstractExperiment, balanced_labels
+from .classifier import LoadedClassifier, load_guidance_classifier
+from .inverse import solve_inverse_problem, task_folder
+from .quality import FeatureSpace, sample_quality
+from .reporting import Progress, write_report
+from .state import dsm_loss_fn, replicate
+
+
+class ScoreExperiment(AbstractExperiment):
+    """A score network (`models.MODELS`): DSM training, sampling, quality and likelihood."""
+
+    tag = "score"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.classes = models.num_classes(self.network)
+        self.guidance_classifier: LoadedClassifier | None = None
+        self._space: FeatureSpace | None = None
+
+    # --- score functions ---------------------------------------------------------------
+
+    def score_fn(self, variables, labels=None, *, guided: bool = False, classifier=None) -> ScoreFn:
+        """The network with `variables` as a score function (of `p_t(x | labels)` for a
+        class-conditional network). With `guided=True`, the sampling guidance of the
+        settings: classifier-free guidance (the null class is the unconditional model) and
+        classifier guidance by `classifier` (a `ModelClassifier`), both for `labels`."""
+        m = self.settings.model
+        make = lambda y: ModelScore(
+            model=self.network, variables=variables, sde=self.sde, output=m.output,
+            time_input=m.time_input, time_scale=m.time_scale, labels=y,
+        )  # fmt: skip
+        if self.classes and labels is None:
+            raise ValueError(f"the network is class-conditional ({self.classes} classes): pass labels")
+        score_fn = make(labels if self.classes else None)
+        if not guided:
+            return score_fn
+        g = self.settings.sampling.guidance
+        if g.cfg_weight:
+            null = jnp.full_like(jnp.asarray(labels), self.classes)
+            score_fn = classifier_free_guidance(score_fn, make(null), g.cfg_weight)
+        if g.classifier_scale:
+            if classifier is None or labels is None:
+                raise ValueError("classifier guidance needs the classifier and the labels")
+            guide = dataclasses.replace(classifier, labels=labels)
+            score_fn = classifier_guidance(score_fn, guide, g.classifier_scale)
+        return score_fn
+
+    def sample_classes(self) -> int:
+        """How many classes samples are drawn for: the network's, or the data's when a
+        classifier guides an unconditional network; 0 for plain unconditional sampling."""
+        if not self.classes and self.settings.sampling.guidance.classifier_scale:
+            return self.info.num_classes
+        return self.classes
+
+    # --- training ----------------------------------------------------------------------
+
+    def loss_fn(self):
+        m, t = self.settings.model, self.settings.training
+        return dsm_loss_fn(
+            self.sde, self.network, weighting=t.loss.weighting, time_sampler=t.loss.time_sampler,
+            reduce_mean=t.loss.reduce_mean, output=m.output, time_input=m.time_input,
+            time_scale=m.time_scale, label_dropout=t.label_dropout,
+        )  # fmt: skip
+
+    def snapshot(self, workdir, step, ema_params, key, writer) -> None:
+        """Samples from the EMA parameters: `samples/step_<n>.npz` and a PNG grid (one row
+        per class for a class-conditional network) or a scatter plot over the data (2-D)."""
+        n, cols, labels = self.settings.training.snapshot_samples, None, None
+        if self.classes:
+            cols = -(-n // self.classes)  # one row of `cols` samples per class
+            labels = jnp.repeat(jnp.arange(self.classes), cols)
+            n = self.classes * cols
+        t0 = time.perf_counter()
+        sampler = self.settings.sampling.sampler
+        x, nfe = sampler(key, self.sde, self.score_fn(ema_params, labels), (n, *self.info.shape))
+        x = np.asarray(x)
+        path = os.path.join(workdir, "samples", f"step_{step}")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.savez(path + ".npz", samples=x, **({} if labels is None else {"labels": labels}))
+        if x.ndim == 4:
+            scale = max(1, 64 // x.shape[1])
+            plotting.save_image_grid(path + ".png", x, self.info.data_range, scale=scale, cols=cols)
+            writer.image(step, "samples", plotting.image_grid(x, self.info.data_range, cols=cols))
+        else:
+            density = data_lib.exact_density(self.info.name)
+            reference = None if density is None else np.asarray(density.sample(jax.random.key(0), 2000))
+            plotting.save_scatter(path + ".png", x, reference, title=f"step {step}")
+        logging.info(
+            "step %d: %d samples (%d NFE) in %.1fs -> %s.png", step, n, nfe,
+            time.perf_counter() - t0, path,
+        )  # fmt: skip
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    def prepare(self, workdir: str, mode: str) -> None:
+        if mode == "eval":
+            self.settings.eval.check_feature_weights()
+        g = self.settings.sampling.guidance
+        if g.classifier_scale and self.guidance_classifier is None:
+            self.guidance_classifier = load_guidance_classifier(g, self.sde, self.info.name)
+
+    def sampling_run(self, step: int) -> tuple[str, dict]:
+        """`(name, description)` of one checkpoint's evaluation samples. The name is
+        `<step>_<sampler>[-<guidance>]_<hash>`, the hash over everything the samples depend on
+        (checkpoint, SDE, sampler, guidance and its classifier's checkpoint, count, batch,
+        seed), so any changed setting samples afresh instead of reusing another's batches."""
+        s, ev = self.settings, self.settings.eval
+        g = s.sampling.guidance
+        description = {
+            "step": step,
+            "sde": repr(s.sde),
+            "sampler": s.sampling.sampler.describe(),
+            "guidance": g.describe(),
+            "classifier_step": None if self.guidance_classifier is None else self.guidance_classifier.step,
+            "num_samples": ev.num_samples,
+            "batch_size": ev.batch_size,
+            "seed": s.seed,
+        }
+        digest = hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()[:6]
+        tag = "-".join(p for p in (s.sampling.sampler.run_name(), g.tag()) if p)
+        return f"{step}_{tag}_{digest}", description
+
+    def generate_samples(self, workdir: str, step: int, ema_params) -> tuple[np.ndarray, dict]:
+        """`eval.num_samples` samples from checkpoint `step`, in batches of `eval.batch_size`
+        sharded over local devices; each finished batch is written at once, so an
+        interrupted evaluation resumes without redoing it."""
+        ev, sampler = self.settings.eval, self.settings.sampling.sampler
+        n_dev = jax.local_device_count()
+        batch = ev.batch_size
+        if batch % n_dev:
+            raise ValueError(f"config.eval.batch_size={batch} must be divisible by {n_dev} devices")
+        num_batches = math.ceil(ev.num_samples / batch)
+        name, description = self.sampling_run(step)
+        folder = os.path.join(workdir, "eval", f"samples_{name}")
+        os.makedirs(folder, exist_ok=True)
+        manifest = os.path.join(folder, "manifest.json")
+        if not os.path.exists(manifest):
+            write_report(manifest, description)
+        classifier = None if self.guidance_classifier is None else self.guidance_classifier.classifier
+        shape = (batch // n_dev, *self.info.shape)
+
+        def sample_one(key, params, labels, classifier):
+            score_fn = self.score_fn(params, labels, guided=True, classifier=classifier)
+            return sampler(key, self.sde, score_fn, shape)
+
+        # the sampler returns its NFE as a Python int: keep it out of the traced outputs
+        nfe_box = []
+
+        def traced(key, params, labels, classifier):
+            x, nfe = sample_one(key, params, labels, classifier)
+            nfe_box.append(int(nfe))
+            return x
+
+        p_sample = jax.pmap(traced, in_axes=(0, 0, 0, 0))
+        p_params, p_classifier = replicate(ema_params), replicate(classifier)
+        base = jax.random.fold_in(jax.random.key(self.settings.seed + 1), step)
+        progress, done_now = Progress(f"sampling step {step} (batches of {batch})", num_batches), 0
+        for i in range(num_batches):
+            path = os.path.join(folder, f"batch_{i}.npz")
+            if _readable(path):
+                continue
+            keys = jax.random.split(jax.random.fold_in(base, i), n_dev)
+            labels = balanced_labels(self.sample_classes(), i * batch, batch)
+            p_labels = None if labels is None else labels.reshape(n_dev, -1)
+            x = np.asarray(p_sample(keys, p_params, p_labels, p_classifier))
+            x = x.reshape(batch, *self.info.shape)
+            tmp = path + ".tmp.npz"
+            extra = {} if labels is None else {"labels": labels}
+            np.savez(tmp, samples=x, nfe=nfe_box[-1], **extra)
+            os.replace(tmp, path)  # a batch file exists only once complete
+            done_now += 1
+            progress(i + 1)
+        files = [np.load(os.path.join(folder, f"batch_{i}.npz")) for i in range(num_batches)]
+        samples = np.concatenate([f["samples"] for f in files])[: ev.num_samples]
+        nfe = int(files[0]["nfe"])
+        if samples.ndim == 4:
+            plotting.save_image_grid(
+                os.path.join(folder, "grid.png"), samples[:100], self.info.data_range,
+                scale=max(1, 64 // samples.shape[1]),
+            )  # fmt: skip
+        else:
+            plotting.save_scatter(os.path.join(folder, "scatter.png"), samples[:4000])
+        timing = {"nfe": nfe, "batches_sampled_now": done_now, "sampling_seconds": progress.seconds}
+        return samples, {"samples_folder": folder, **timing}
+
+    def feature_space(self, workdir: str) -> FeatureSpace:
+        """The feature space of `eval.features`, built once."""
+        if self._space is None:
+            ev, d = self.settings.eval, self.settings.data
+            data_key = {
+                "dataset": d.dataset, "image_size": d.image_size, "centered": d.centered,
+                "uniform_dequantization": d.uniform_dequantization,
+            }  # fmt: skip
+            self._space = FeatureSpace(
+                ev.features, self.info, os.path.join(workdir, "eval"),
+                lambda split, limit: self.load_split(split, limit),
+                data_key=data_key, inception_weights=ev.inception_weights,
+                classifier_steps=ev.classifier_steps,
+            )  # fmt: skip
+        return self._space
+
+    def quality(self, workdir: str, samples: np.ndarray, labels=None) -> dict:
+        """Sample quality of `samples` against the eval reference split."""
+        ev = self.settings.eval
+        space = self.feature_space(workdir)
+        reference = space.reference(ev.reference_split, ev.reference_examples)
+        density = data_lib.exact_density(self.info.name)
+        return sample_quality(samples, space, reference, labels, exact_density=density)
+
+    def likelihood(self, key: jax.Array, params) -> dict:
+        """Bits/dim of the network with `params` (see `likelihood_of`)."""
+        return self.likelihood_of(key, lambda labels: self.score_fn(params, labels))
+
+    def likelihood_of(self, key: jax.Array, score_fn_for) -> dict:
+        """Bits/dim over the eval split of the score `score_fn_for(labels)`: PF-ODE
+        log-likelihood of dequantized data, mean and standard error over examples x
+        `eval.bpd_repeats` dequantizations (for a class-conditional model, of `p(x | y)` at
+        each example's own label; labels are None otherwise)."""
+        ev = self.settings.eval
+        values, bounds, nfes = [], [], []
+        limit = ev.bpd_num_examples
+        total = None
+        progress = None
+        for r in range(ev.bpd_repeats):
+            # fresh dequantization noise per repeat
+            x_all, y_all = self.load_split(
+                ev.bpd_dataset, limit, seed=self.settings.seed + r, dequantize=True
+            )
+            if progress is None:
+                total = ev.bpd_repeats * len(x_all)
+                progress = Progress("bits/dim (examples)", total)
+            for i in range(0, len(x_all), ev.bpd_batch_size):
+                x = jnp.asarray(x_all[i : i + ev.bpd_batch_size])
+                labels = jnp.asarray(y_all[i : i + ev.bpd_batch_size]) if self.classes else None
+                score_fn = score_fn_for(labels)
+                logp, _, nfe = log_likelihood(
+                    jax.random.fold_in(key, r * 100_000 + i), self.sde, score_fn, x,
+                    divergence=ev.divergence, rtol=ev.bpd_rtol, atol=ev.bpd_atol,
+                )  # fmt: skip
+                values.append(self.bits(logp, x.shape))
+                nfes.append(int(nfe))
+                if ev.enable_bound:
+                    bound_key = jax.random.fold_in(jax.random.fold_in(key, 1), r * 100_000 + i)
+                    nll, _ = nll_bound(bound_key, self.sde, score_fn, x, num_samples=ev.bound_samples)
+                    bounds.append(self.bits(-nll, x.shape))
+                progress(r * len(x_all) + min(i + ev.bpd_batch_size, len(x_all)))
+        values = np.concatenate(values)
+        name = "bpd" if self.info.n_levels is not None else "nll_bits_per_dim"
+        out = {}
+        if bounds:
+            bounds = np.concatenate(bounds)
+            out = {
+                f"bound_{name}": float(bounds.mean()),
+                f"bound_{name}_stderr": float(bounds.std(ddof=1) / math.sqrt(len(bounds))),
+            }
+        return {
+            **out,
+            name: float(values.mean()),
+            name + "_stderr": float(values.std(ddof=1) / math.sqrt(len(values))),
+            "bpd_examples": int(len(values)),
+            "bpd_repeats": ev.bpd_repeats,
+            "bpd_mean_nfe": float(np.mean(nfes)),
+            "bpd_divergence": ev.divergence,
+            "bpd_class_conditional": bool(self.classes),
+            "bpd_seconds": progress.seconds,
+        }
+
+    def bits(self, logp, x_shape) -> np.ndarray:
+        """Bits/dim of discrete (dequantized) data, or `-log p / (D ln 2)` for continuous data."""
+        if self.info.n_levels is not None:
+            return np.asarray(bits_per_dim(logp, x_shape, self.info.data_range, self.info.n_levels))
+        return np.asarray(nats_to_bits_per_dim(-logp, math.prod(x_shape[1:])))
+
+    def evaluate(self, workdir: str, step: int, ema_params) -> dict:
+        """Samples and their quality, bits/dim: `eval/report_<sampling run>.json`."""
+        t0 = time.perf_counter()
+        ev = self.settings.eval
+        name, description = self.sampling_run(step)
+        report = {"step": step, "sampler": description["sampler"], "guidance": description["guidance"]}
+        if ev.enable_sampling:
+            samples, timing = self.generate_samples(workdir, step, ema_params)
+            report.update(num_samples=int(len(samples)), **timing)
+            labels = balanced_labels(self.sample_classes(), 0, len(samples))
+            report.update(self.quality(workdir, samples, labels))
+        if ev.enable_bpd:
+            key = jax.random.fold_in(jax.random.key(self.settings.seed + 2), step)
+            report.update(self.likelihood(key, ema_params))
+        report["seconds"] = time.perf_counter() - t0
+        write_report(os.path.join(workdir, "eval", f"report_{name}.json"), report)
+        return report
+
+    def sample(self, workdir: str, step: int, ema_params) -> str:
+        """Samples (npz + PNG grid), or with `sampling.task` the restorations of
+        `solve_inverse_problem` (a class-conditional network is given each image's label)."""
+        task = self.settings.sampling.task
+        if task is None:
+            _, timing = self.generate_samples(workdir, step, ema_params)
+            logging.info("samples of step %d in %s", step, timing["samples_folder"])
+            return timing["samples_folder"]
+        x, y = self.load_split(task.split, task.examples)
+        labels = jnp.asarray(y) if self.classes else None
+        folder = task_folder(workdir, step, task, {"sde": repr(self.sde), "seed": self.settings.seed})
+        key = jax.random.fold_in(jax.random.key(self.settings.seed + 4), step)
+        report = solve_inverse_problem(
+            task, self.sde, self.score_fn(ema_params, labels), x, self.info.data_range, folder,
+            key, seed=self.settings.seed,
+        )  # fmt: skip
+        write_report(os.path.join(folder, "report.json"), {"step": step, **report})
+        return folder
+
+
+def _readable(path: str) -> bool:
+    """Whether a saved sample batch exists and loads (a torn file is sampled again)."""
+    if not os.path.exists(path):
+        return False
+    try:
+        with np.load(path) as f:
+            f["samples"].shape, int(f["nfe"])
+        return True
+    except Exception:  # a file that does not load is redone, never trusted
+        return False
