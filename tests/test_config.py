@@ -104,7 +104,7 @@ def test_overrides_are_read_as_the_type_the_config_holds():
     assert config.training.n_iters == 7 and config.optim.lr == 1.0
     assert config.eval.checkpoint == "300" and tuple(config.model.ch_mult) == (1, 2, 2)
     assert config.training.snapshot_sampling is False
-    with pytest.raises(cfg.ConfigError, match="expected a int"):
+    with pytest.raises(cfg.ConfigError, match="expected an integer"):
         cfg.load_file(os.path.join(ROOT, "configs", "vp_digits.py"), {"training.n_iters": "many"})
 
 

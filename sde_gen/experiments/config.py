@@ -789,8 +789,9 @@ def parse_override(config: ml_collections.ConfigDict, key: str, text: str) -> An
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         if isinstance(current, (int, float, tuple, list)) and not isinstance(current, bool):
-            kind = type(current).__name__
-            raise ConfigError(f"--config.{key}={text!r}: expected a {kind}") from None
+            kind = {"int": "an integer", "float": "a number"}.get(type(current).__name__)
+            kind = kind or f"a {type(current).__name__}"
+            raise ConfigError(f"--config.{key}={text!r}: expected {kind}") from None
         return text
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
