@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from ._checks import check_steps, choose
+from .analytic import GaussianMixture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +84,6 @@ def num_classes(name: str) -> int:
 
 def toy_density():
     """The `gmm` toy data's exact density: eight Gaussians on a circle of radius 2."""
-    from .analytic import GaussianMixture
-
     angles = 2 * math.pi * np.arange(8) / 8
     means = 2.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     return GaussianMixture(means, variances=0.02)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from ..data import DataNotPreparedError
 from .checkpoints import (
     CheckpointMismatchError,
+    CheckpointSaveError,
     NoValidCheckpointError,
     WorkdirLockedError,
 )
@@ -36,6 +37,7 @@ UserError = (
     WorkdirLockedError,
     NoValidCheckpointError,
     CheckpointMismatchError,
+    CheckpointSaveError,
     NonFiniteLossError,
 )
 

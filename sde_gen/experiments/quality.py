@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import metrics as metrics_lib
+from ..metrics import inception
+from ..metrics.classifier import get_classifier
 from ..data import DataInfo
 
 # Report keys of each feature space start with its prefix: fid, classifier_fid, data_fid.
@@ -72,15 +74,11 @@ class FeatureSpace:
         self.load_split = load_split
         self.key = {"features": kind, **data_key}
         if kind == "inception":
-            from ..metrics import inception
-
             variables = inception.load_inception(inception_weights)
             net = inception.FIDInception()
             self._apply = jax.jit(lambda x: net.apply(variables, x))
             self.key["inception_weights"] = _file_digest(inception_weights)
         elif kind == "classifier":
-            from ..metrics.classifier import get_classifier
-
             self.key["classifier_steps"] = classifier_steps
             path = os.path.join(cache_dir, f"classifier_{info.name}_{cache_key(**self.key)}.npz")
             self.classifier = get_classifier(
