@@ -197,6 +197,18 @@ def test_changing_the_sampler_samples_afresh_and_another_sde_is_refused(tmp_path
         evaluate.sample(config, workdir)
 
 
+def test_eval_with_the_adaptive_pf_ode_sampler_reports_its_counted_nfe(tmp_path):
+    workdir = str(tmp_path)
+    config = tiny_toy_config(3)
+    config.sampling.update(method="ode", rtol=1e-2, atol=1e-2, noise_removal=False)
+    config.eval.update(num_samples=16, batch_size=8, enable_bpd=False)
+    train.train_and_evaluate(config, workdir)
+    (report,) = evaluate.evaluate(config, workdir)
+    # Tsit5 is FSAL with 7 stages: 1 + 6 per step, at least one step
+    assert report["nfe"] >= 7 and (report["nfe"] - 1) % 6 == 0
+    assert report["num_samples"] == 16 and np.isfinite(report["data_fid"])
+
+
 def test_reference_statistics_are_keyed_by_their_settings(tmp_path):
     config = tiny_toy_config(3)
     settings = cfg.load(config)

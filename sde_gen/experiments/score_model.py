@@ -165,17 +165,10 @@ class ScoreExperiment(AbstractExperiment):
 
         def sample_one(key, params, labels, classifier):
             score_fn = self.score_fn(params, labels, guided=True, classifier=classifier)
-            return sampler(key, self.sde, score_fn, shape)
+            x, nfe = sampler(key, self.sde, score_fn, shape)
+            return x, jnp.asarray(nfe)  # a constant, or an adaptive solver's count
 
-        # the sampler returns its NFE as a Python int: keep it out of the traced outputs
-        nfe_box = []
-
-        def traced(key, params, labels, classifier):
-            x, nfe = sample_one(key, params, labels, classifier)
-            nfe_box.append(int(nfe))
-            return x
-
-        p_sample = jax.pmap(traced, in_axes=(0, 0, 0, 0))
+        p_sample = jax.pmap(sample_one, in_axes=(0, 0, 0, 0))
         p_params, p_classifier = replicate(ema_params), replicate(classifier)
         base = jax.random.fold_in(jax.random.key(self.settings.seed + 1), step)
         progress, done_now = Progress(f"sampling step {step} (batches of {batch})", num_batches), 0
@@ -186,11 +179,11 @@ class ScoreExperiment(AbstractExperiment):
             keys = jax.random.split(jax.random.fold_in(base, i), n_dev)
             labels = balanced_labels(self.sample_classes(), i * batch, batch)
             p_labels = None if labels is None else labels.reshape(n_dev, -1)
-            x = np.asarray(p_sample(keys, p_params, p_labels, p_classifier))
-            x = x.reshape(batch, *self.info.shape)
+            x, nfe = p_sample(keys, p_params, p_labels, p_classifier)
+            x = np.asarray(x).reshape(batch, *self.info.shape)
             tmp = path + ".tmp.npz"
             extra = {} if labels is None else {"labels": labels}
-            np.savez(tmp, samples=x, nfe=nfe_box[-1], **extra)
+            np.savez(tmp, samples=x, nfe=int(np.max(nfe)), **extra)
             os.replace(tmp, path)  # a batch file exists only once complete
             done_now += 1
             progress(i + 1)

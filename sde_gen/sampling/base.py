@@ -56,7 +56,8 @@ class AbstractSampler(eqx.Module):
         *,
         x_init: Array | None = None,
     ) -> tuple[Array, int]:
-        """Returns `(x, nfe)`: samples of `shape` and the score evaluations per sample."""
+        """Returns `(x, nfe)`: samples of `shape` and the score evaluations per sample (a
+        Python int; inside jit/pmap an adaptive solver's count is the traced array)."""
 
     def describe(self) -> dict:
         """The settings as JSON-able values: `{"method": ..., **fields}`; objects (solvers,

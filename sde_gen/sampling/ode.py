@@ -105,7 +105,9 @@ class ODESampler(AbstractSampler):
             require_linear(sde, "denoise=True")
         x = sde.prior_sample(key, shape) if x_init is None else x_init
         x, nfe = self.solve(sde, score_fn, x)
-        nfe = int(nfe)  # the adaptive count is known only after the (jitted) solve
+        # the adaptive count is known only after the solve: a Python int when called
+        # eagerly, the traced count inside a transformation (jit, pmap, vmap)
+        nfe = int(nfe) if is_concrete(nfe) else nfe
         if self.denoise:
             x, nfe = jitted_tweedie(sde, score_fn, x, self.eps), nfe + 1
         return x, nfe
