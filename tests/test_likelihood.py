@@ -35,7 +35,9 @@ def test_exact_divergence_likelihood_matches_closed_form(sde, density, key):
 
 
 
-@pytest.mark.parametrize("sde, prior_std", [(sg.VPSDE(), 1.0), (sg.VESDE(), 50.0)], ids=["vp", "ve"])
+@pytest.mark.parametrize(
+    "sde, prior_std", [(sg.VPSDE(), 1.0), (sg.VESDE(), 50.0)], ids=["vp", "ve"]
+)
 def test_raw_likelihood_includes_the_models_own_prior(sde, prior_std, key):
     """The model density, prior term included: the exact flow carries p_eps to p_T, so
     `log p_model(x) = log p_eps(x) - log p_T(z) + log N(z; 0, prior_std^2 I)` at the
