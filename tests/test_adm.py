@@ -31,12 +31,21 @@ def test_shapes_the_class_embedding_and_its_effect():
     assert models.count_params(v_cond) - models.count_params(v_plain) == 11 * 4 * 32
     big = models.get_model("adm")  # defaults: nf 128, (1, 2, 2, 2), attention at 16 and 8
     shapes = jax.eval_shape(lambda: big.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), T[:1]))
-    assert 40e6 < models.count_params(shapes) < 50e6
+    assert models.count_params(shapes) == 44_173_827  # from the layer shapes
     # the labels change the output (random weights: the zero-initialized layers hide inputs)
     v = _randomized(v_cond)
     apply = jax.jit(lambda y: cond.apply(v, X, T, y=y))
     out = lambda y: np.asarray(apply(jnp.full((3,), y)))
-    np.testing.assert_array_equal(out(4), out(4))
+    # independently: the class embedding shifts the time embedding (the second time Dense's
+    # output), so the unconditional network with that bias moved by row y_i gives example i
+    labels = jnp.asarray([4, 7, 10])
+    got = np.asarray(cond.apply(v, X, T, y=labels))
+    params = dict(v["params"])
+    table = params.pop("Embed_0")["embedding"]
+    for i, y in enumerate(np.asarray(labels)):
+        dense = {**params["Dense_1"], "bias": params["Dense_1"]["bias"] + table[y]}
+        expected = plain.apply({"params": {**params, "Dense_1": dense}}, X, T)[i]
+        np.testing.assert_allclose(got[i], expected, rtol=1e-4, atol=1e-5)
     assert np.abs(out(4) - out(7)).mean() > 1e-3 * np.abs(out(4)).mean()
     assert np.abs(out(10) - out(7)).mean() > 1e-3 * np.abs(out(4)).mean()  # null class
 

@@ -25,7 +25,21 @@ def check_forward(variables):
     assert bool(jnp.all(out["pool3"] >= 0))  # a mean of ReLU outputs
     assert float(jnp.abs(out["pool3"][0] - out["pool3"][1]).max()) > 0
     n_params = sum(np.size(p) for p in jax.tree_util.tree_leaves(variables["params"]))
-    assert 23e6 < n_params < 25e6  # InceptionV3 with 1008 classes: 23.9M
+    assert n_params == FID_INCEPTION_PARAMS
+
+
+# torchvision's inception_v3 has 27,161,264 parameters; without its auxiliary classifier
+# (768 -> 128 1x1 conv + BN: 98,560; 128 -> 768 5x5 conv + BN: 2,459,136; 768 -> 1000 fc:
+# 769,000) and with a 2048 -> 1008 fc (2,065,392) for its 2,049,000: the FID network.
+FID_INCEPTION_PARAMS = 27_161_264 - (98_560 + 2_459_136 + 769_000) - 2_049_000 + 2_065_392
+
+
+def test_the_fid_network_has_torchvisions_parameter_count_with_1008_classes():
+    """Shapes only (no weights in memory); the count is independent of the image size."""
+    net = inception.FIDInception(resize=False)
+    shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((1, 75, 75, 3))))
+    n_params = sum(np.size(p) for p in jax.tree_util.tree_leaves(shapes["params"]))
+    assert n_params == FID_INCEPTION_PARAMS == 23_850_960
 
 
 def test_images_are_checked():

@@ -68,10 +68,24 @@ def test_kid_is_unbiased_on_identical_distributions_and_positive_on_different_on
     values = [metrics.polynomial_mmd2(x[i::20], y[i::20]) for i in range(20)]
     mean, se = np.mean(values), np.std(values) / np.sqrt(len(values))
     assert abs(mean) < 3 * se  # unbiased: zero in expectation (the biased V-statistic is > 0)
-    biased_offset = np.mean([((x[i::20] @ x[i::20].T / 16 + 1) ** 3).trace() for i in range(3)])
-    assert biased_offset > 100 * se  # so dropping the diagonal is what makes it unbiased
     shifted_mean, _ = metrics.kernel_distance(x, y + 0.5, num_subsets=10, subset_size=500)
     assert shifted_mean > 20 * se
+
+
+def test_polynomial_mmd2_is_the_u_statistic_over_distinct_pairs():
+    """Against a loop over pairs: `k(a, b) = (a . b / d + 1)^3`, the same-set sums over
+    `i != j` only; keeping the diagonal (the biased V-statistic) gives another value."""
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((5, 3)), rng.standard_normal((4, 3)) + 0.3
+    k = lambda a, b: (a @ b / 3 + 1.0) ** 3
+    xx = sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    yy = sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / (4 * 3)
+    xy = sum(k(a, b) for a in x for b in y) / (5 * 4)
+    assert metrics.polynomial_mmd2(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
+    biased = (
+        sum(k(a, b) for a in x for b in x) / 25 + sum(k(a, b) for a in y for b in y) / 16 - 2 * xy
+    )
+    assert abs(biased - (xx + yy - 2 * xy)) > 0.1
 
 
 def test_inception_score_extremes():
@@ -84,3 +98,28 @@ def test_inception_score_extremes():
     collapsed = np.full((100, 10), -1e4)
     collapsed[:, 3] = 0.0  # confident but always the same class
     assert metrics.inception_score(collapsed)[0] == pytest.approx(1.0)
+
+
+def test_inception_score_is_exp_of_the_mean_kl_not_the_mean_of_exp_kl():
+    """Two confident examples of different classes (KL = log 2 to the marginal (1/2, 1/2))
+    and two uniform ones (KL = 0): IS = exp(log(2) / 2) = sqrt(2), while the mean of
+    exp(KL) would be (2 + 2 + 1 + 1) / 4 = 1.5. In two splits, [confident, confident] and
+    [uniform, uniform], the scores are 2 and 1: mean 1.5, std 0.5."""
+    logits = np.asarray([[0.0, -1e4], [-1e4, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    score, spread = metrics.inception_score(logits, num_splits=1)
+    assert score == pytest.approx(np.sqrt(2.0), rel=1e-12) and spread == 0.0
+    assert metrics.inception_score(logits, num_splits=2) == pytest.approx((1.5, 0.5), rel=1e-12)
+
+
+def test_precision_recall_uses_the_third_neighbour_radius():
+    """1-D points. Real 0, 1, ..., 6: the 3rd-neighbour radius is 3 at the ends (2 at 1 and
+    5), so the real balls cover [-3, 9]; with the 5th neighbour they reach [-5, 11]. Of the
+    fake points -10, -4, 2.5, 4.5, 10, 20, 30, two lie in [-3, 9] and four in [-5, 11]:
+    precision 2/7 at k = 3, 4/7 at k = 5. The fake balls (3rd-neighbour radii 14.5, 8.5,
+    7.5, 8.5, 10, 15.5, 25.5) cover all of [0, 6]: recall 1. Swapping the sets swaps the
+    two numbers."""
+    real = np.arange(7.0)[:, None]
+    fake = np.asarray([-10.0, -4.0, 2.5, 4.5, 10.0, 20.0, 30.0])[:, None]
+    assert metrics.precision_recall(real, fake) == pytest.approx((2 / 7, 1.0))
+    assert metrics.precision_recall(real, fake, k=5) == pytest.approx((4 / 7, 1.0))
+    assert metrics.precision_recall(fake, real) == pytest.approx((1.0, 2 / 7))

@@ -119,8 +119,16 @@ def _gaussian(d=8):
     return sg.Gaussian(jnp.linspace(-1.0, 1.0, d), jnp.logspace(-2, 0, d))
 
 
-def _measured_order(sde, method, steps=(40, 80)):
-    """log2 of the error ratio against the exact flow map as the steps double (float64).
+ORDER_STEPS = (40, 80, 160)
+# Three step counts fit one slope; the fitted orders lie within 0.17 of the expected ones
+# (below), while a third-order method whose second difference is weighted wrongly
+# converges at ~2 over this range (DPM-Solver++(3M) with D_2 weighted by g_2: 1.9 VP).
+ORDER_TOLERANCE = 0.25
+
+
+def _measured_order(sde, method, steps=ORDER_STEPS):
+    """The least-squares slope of -log error against log steps, the error measured against
+    the exact flow map in float64 (8 dimensions, 16 samples).
 
     Gaussian data with variances over two decades, on the quadratic grid: its step ratios
     vary smoothly, so multistep methods show their generic order (on the uniform log-SNR
@@ -139,26 +147,31 @@ def _measured_order(sde, method, steps=(40, 80)):
             )  # fmt: skip
             assert nfe == FAST_SOLVERS[method].evals_per_step * n
             errors.append(float(jnp.sqrt(jnp.mean((x - exact) ** 2))))
-    return np.log2(errors[0] / errors[1]), errors
+    slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    return slope, errors
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_error_shrinks_at_the_expected_order(method):
-    """Doubling the steps divides the error against the exact flow map by 2^order (VP).
+    """The error against the exact flow map falls as steps^-order (VP), the order fitted
+    over 40, 80, 160 steps.
 
-    Measured at 40 -> 80 steps: 0.99, 2.02, 2.95, 2.14, 3.22, 1.89, 2.83, 3.95, 2.04 in the
-    order of ORDERS.
+    Measured: 0.99, 2.01, 2.97, 2.11, 3.16, 1.91, 2.89, 3.94, 2.03 in the order of ORDERS.
     """
     rate, errors = _measured_order(sg.VPSDE(), method)
-    assert abs(rate - ORDERS[method]) <= 0.5, (errors, rate)
+    assert abs(rate - ORDERS[method]) <= ORDER_TOLERANCE, (errors, rate)
 
 
 @pytest.mark.parametrize("sde", [sg.SubVPSDE(), sg.VESDE()], ids=["subvp", "ve"])
 @pytest.mark.parametrize("method", ["dpm_solver_3", "dpm_solver++_3m", "heun_edm"])
 def test_solvers_keep_their_order_for_every_sde(sde, method):
-    """The same code, written in a, s and lambda only, converges for sub-VP and VE too."""
+    """The same code, written in a, s and lambda only, converges for sub-VP and VE too.
+
+    Measured (sub-VP, VE): DPM-Solver-3 2.86, 3.10; DPM-Solver++(3M) 3.16, 3.17; Heun 2.03,
+    2.05.
+    """
     rate, errors = _measured_order(sde, method)
-    assert abs(rate - ORDERS[method]) <= 0.5, (errors, rate)
+    assert abs(rate - ORDERS[method]) <= ORDER_TOLERANCE, (errors, rate)
 
 
 @pytest.mark.parametrize("method", METHODS)
