@@ -131,12 +131,12 @@ def _wait_for_checkpoint(workdir, proc, timeout=120):
 
 def test_a_second_training_on_a_locked_workdir_is_refused_and_the_first_is_untouched(tmp_path):
     workdir = str(tmp_path / "run")
-    first = _start_training(workdir, 200)
+    first = _start_training(workdir, 100)
     _wait_for_checkpoint(workdir, first)
     t0 = time.time()
     second = subprocess.run(
         [sys.executable, "launch.py", "--config=configs/toy_2d.py", f"--workdir={workdir}",
-         "--config.training.n_iters=200"],
+         "--config.training.n_iters=100"],
         cwd=ROOT, capture_output=True, text=True,
         env={**os.environ, "JAX_PLATFORMS": "cpu", **ONE_DEVICE},
     )  # fmt: skip
@@ -146,12 +146,12 @@ def test_a_second_training_on_a_locked_workdir_is_refused_and_the_first_is_untou
     assert time.time() - t0 < 60
     assert first.wait(timeout=600) == 0, _log(workdir)
     lone_dir = str(tmp_path / "lone" / "run")
-    assert _start_training(lone_dir, 200).wait(timeout=600) == 0, _log(lone_dir)
-    experiment = make_experiment(cfg.load(_lone_config(200)))
+    assert _start_training(lone_dir, 100).wait(timeout=600) == 0, _log(lone_dir)
+    experiment = make_experiment(cfg.load(_lone_config(100)))
     abstract = experiment.init_state(jax.random.key(0))
     step, state, _ = checkpoints.CheckpointStore(workdir, read_only=True).restore_latest(abstract)
     lone_step, lone, _ = checkpoints.CheckpointStore(lone_dir, read_only=True).restore_latest(abstract)
-    assert step == lone_step == 200
+    assert step == lone_step == 100
     leaves_equal(lone.params, state.params)
     leaves_equal(lone.opt_state, state.opt_state)
 
@@ -165,9 +165,9 @@ def _lone_config(n):
 
 def test_sampling_in_a_loop_beside_a_running_training_never_crashes(tmp_path):
     workdir = str(tmp_path / "run")
-    proc = _start_training(workdir, 300, every=2)
+    proc = _start_training(workdir, 150, every=2)
     _wait_for_checkpoint(workdir, proc)
-    config = _lone_config(300)
+    config = _lone_config(150)
     config.sampling.method, config.sampling.num_steps = "fast", 3
     config.eval.update(num_samples=16, batch_size=8)
     rounds = 0

@@ -27,6 +27,15 @@ from .state import TrainState, pmap_train_step, replicate, unreplicate
 MAX_IN_FLIGHT = 2  # train steps dispatched ahead of the host
 
 
+def steps_in_flight() -> int:
+    """How many train steps may run ahead of the host. XLA's CPU collectives rendezvous on a
+    shared thread pool, and two overlapping executions of the pmapped step over several
+    forced CPU devices can starve each other until the rendezvous times out and aborts the
+    process (seen on 2 busy cores): there, each step is waited for before the next."""
+    cpu_devices = jax.default_backend() == "cpu" and jax.local_device_count() > 1
+    return 0 if cpu_devices else MAX_IN_FLIGHT
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a non-finite loss, gradient or state; nothing was saved after it."""
 
@@ -89,16 +98,14 @@ def _train(settings: Settings, workdir: str) -> TrainState:
 
     n_iters = training.n_iters
     pending, t_log, step_log = [], time.perf_counter(), start
-    in_flight = collections.deque()
+    in_flight, limit = collections.deque(), steps_in_flight()
     try:
         for step in range(start + 1, n_iters + 1):
             p_state, metrics = p_step(p_state, next(train_it), train_key)
             ok = finite(ok, metrics)
             pending.append(metrics)
-            # At most MAX_IN_FLIGHT steps queued: a long queue of pmapped steps can starve
-            # XLA's CPU device threads and time out their collectives.
             in_flight.append(metrics["loss"])
-            if len(in_flight) > MAX_IN_FLIGHT:
+            while len(in_flight) > limit:
                 jax.block_until_ready(in_flight.popleft())
             if step == start + 1:  # the rate and ETA leave out compilation
                 jax.block_until_ready(metrics)
