@@ -155,17 +155,15 @@ def _panels(sde: AbstractLinearSDE, edges: Array, T: Array, rtol: float) -> _Pan
     int_h = rule(h, _GK_WEIGHTS)
     log_a_end = jnp.cumsum(int_f)
     log_a_start = log_a_end - int_f
-    # var(lo_{k+1}) = growth_k (var(lo_k) + int_h_k), growth_k = exp(2 int_f_k): an affine
-    # recursion, composed by a parallel prefix scan. A prefix only involves earlier panels,
-    # so a non-finite later panel (a singularity past t) leaves the earlier values finite.
-    growth = jnp.exp(2 * int_f)
+    # var(lo_{k+1}) = sum_{j <= k} exp(2 (L(lo_{k+1}) - L(lo_j))) int_h_j. Masked with
+    # `where`, not by zeros in a product, so that a non-finite later panel (a singularity
+    # past t) leaves the earlier values finite.
+    earlier = np.tril(np.ones((len(half),) * 2, bool))
+    exponent = jnp.where(earlier, 2 * (log_a_end[:, None] - log_a_start[None, :]), -jnp.inf)
+    transport = jnp.exp(exponent)
 
     def accumulate(y):
-        def compose(first, second):
-            (g1, y1), (g2, y2) = first, second
-            return g1 * g2, g2 * y1 + y2
-
-        return jax.lax.associative_scan(compose, (growth, growth * y))[1]
+        return jnp.sum(jnp.where(earlier, transport * y, 0), -1)
 
     var_end = accumulate(int_h)
     var_start = jnp.concatenate([jnp.zeros(1, dtype), var_end[:-1]])
