@@ -22,7 +22,8 @@ arrays shaped like `t`.
 Conventions. VE follows score_sde: `std(t) = sigma(t) = sigma_min (sigma_max/sigma_min)^t`,
 so the data are taken as already perturbed by `sigma_min` (the SDE started from clean data
 at `t = 0` would give `sigma(t)^2 - sigma_min^2`). The default numerical marginal of a
-user's linear SDE starts from clean data, `std(0) = 0`.
+user's linear SDE (adaptive quadrature, see `AbstractLinearSDE`) starts from clean data,
+`std(0) = 0`.
 """
 
 from __future__ import annotations
@@ -333,10 +334,42 @@ class AbstractLinearSDE(AbstractSDE):
     r"""A linear SDE `dx = f(t) x dt + g(t) dw`.
 
     Its marginal is Gaussian, `x_t | x_0 ~ N(a(t) x_0, std(t)^2 I)`, with
-    `a(t) = exp(int_0^t f)` and `std(t)^2 = int_0^t g(s)^2 a(t)^2 / a(s)^2 ds`.
-    Subclasses implement `drift_coeff` (f) and `diffusion` (g). The default `marginal`
-    evaluates those integrals by Gauss-Legendre quadrature; concrete SDEs override it with
-    the closed form. The prior is `N(0, prior_std()^2 I)`.
+    `a(t) = exp(int_0^t f)` and `std(t)^2 = int_0^t g(s)^2 a(t)^2 / a(s)^2 ds`, the solution
+    of the moment ODEs `d log a / dt = f`, `d std^2 / dt = 2 f std^2 + g^2`. Subclasses
+    implement `drift_coeff` (f) and `diffusion` (g); the prior is `N(0, prior_std()^2 I)`.
+
+    A closed form, where there is one, goes in an override with the same signature,
+    `marginal(self, t) -> (mean_coeff, std)`: `t` a scalar or any array of times, both
+    results shaped like t, `x_t | x_0 ~ N(mean_coeff x_0, std^2 I)`. VP, sub-VP and VE do
+    this; everything else here (transition, prior, bridge, Tweedie, log-SNR) follows.
+
+    Without one, the default `marginal` integrates `f` and `h(s) = g(s)^2 a(lo)^2 / a(s)^2`
+    by adaptive Gauss-Kronrod (7, 15) quadrature. One mesh of panels on `[0, T]` serves
+    every t: starting from 8 equal panels, those over their share of the error estimate
+    `|K15 - G7|` are bisected until the estimated relative error of a and of std is below
+    `marginal_rtol` (1e-6) at every panel end, with at most `marginal_max_panels` (128)
+    panels. Within a panel the values at the 15 nodes are interpolated (degree 14), so
+    `a(t)` and `std(t)` at any t come from that interpolant's antiderivative without new
+    evaluations. Integrable endpoint singularities (a `1 / sqrt(T - t)` in beta; the cosine
+    schedule's `tan` near its pole) and kinks or jumps are resolved by bisecting towards
+    them. The mesh is chosen without gradients; the result is differentiable in t and in
+    the SDE's parameters, and works under jit and vmap. Set the two class attributes in a
+    subclass to change them (`marginal_rtol: ClassVar[float] = 1e-8`).
+
+    Where the accuracy is not reached (a non-integrable singularity such as
+    `beta ~ 1 / (T - t)`, or too few panels) for a requested t, `marginal` raises a
+    `ValueError` naming the accuracy, the error estimate and the t; under a trace
+    (jit, vmap, grad), equinox's runtime error (`eqx.error_if`) is raised instead, with the
+    estimate and the t printed to stderr. Only t past the trouble fail.
+
+    Measured (CPU, float64, the cosine schedule `s = 0.008` written as coefficients with
+    T = 0.999, 19 panels): relative error 1e-13 in a and 2e-9 in std on [0, T], against
+    5.8e-2 in std (std(T) = 0.9417 instead of 0.999999) with the former 48-point
+    Gauss-Legendre rule. In float32 rounding adds about 50 ulps of `1 + |log a|`
+    (8e-6 in a and 2e-6 in std there, mostly `tan` evaluated in float32 near its pole).
+    Cost, compiled, for a batch of 256 times: about 1 ms (cosine) and 0.2 ms (a constant
+    schedule), nearly the same for one time, as the mesh is built on each call (the former
+    rule: 2-5 ms for 256 times, 0.01-0.05 ms for one); compiling it takes about 1 s.
     """
 
     marginal_rtol: ClassVar[float] = 1e-6
