@@ -118,9 +118,10 @@ class _Panels(eqx.Module):
 
     On panel k, `[lo_k, lo_k + 2 half_k]`, the drift coefficient f and the variance
     integrand `h(s) = g(s)^2 exp(2 (L(lo_k) - L(s)))`, `L = int_0^. f`, are interpolated at
-    the 15 Kronrod nodes. Panel-end values: `log_a` (L) and `var` (std^2), their error
-    estimates `est` (relative, in a and std) against the tolerance `tol`; `split` marks the
-    panels over their share of the error.
+    the 15 Kronrod nodes. Kept: `log_a_start` (L) and `var_start` (std^2) at each panel's
+    start, the error estimate `est` at its end (relative, in a and std, accumulated over
+    the panels up to it) against the tolerance `tol`, and `split`, the panels over their
+    share of the error, with `priority`, their own part of it.
     """
 
     lo: Array
