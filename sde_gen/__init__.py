@@ -54,7 +54,9 @@ from .sampling import (
     SDESampler,
     UniPC,
     get_sampler,
+    load_grid,
     ode_flow,
+    optimize_grid,
     sample_colorize,
     sample_fast,
     sample_impute,
@@ -62,6 +64,7 @@ from .sampling import (
     sample_ode,
     sample_pc,
     sample_sde,
+    save_grid,
     time_grid,
 )
 from .score import ModelClassifier, ModelScore, ScoreFn
@@ -126,6 +129,9 @@ __all__ = [
     "bits_per_dim",
     "exact_divergence",
     "get_sampler",
+    "load_grid",
+    "optimize_grid",
+    "save_grid",
     "hutchinson_divergence",
     "log_likelihood",
     "nats_to_bits_per_dim",

@@ -20,7 +20,10 @@ from .fast import (
     HeunEDM,
     UniPC,
     get_fast_solver,
+    load_grid,
+    optimize_grid,
     sample_fast,
+    save_grid,
     time_grid,
 )
 from .impute import COLOR_BASIS, sample_colorize, sample_impute, sample_inpaint
@@ -76,7 +79,10 @@ __all__ = [
     "HeunEDM",
     "UniPC",
     "get_fast_solver",
+    "load_grid",
+    "optimize_grid",
     "sample_fast",
+    "save_grid",
     "time_grid",
     "tweedie",
     "AbstractCorrector",

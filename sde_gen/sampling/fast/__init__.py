@@ -5,6 +5,7 @@ r"""Fast solvers of the probability-flow ODE: exponential integrators and EDM's 
   `a`, `s` and the log-SNR `lambda`, so they work for VP, sub-VP, VE and a user's linear SDE.
 - `edm`: `HeunEDM()`, Karras et al. 2022, Algorithm 1.
 - `grids`: the time grids (`time_grid`, `GRIDS`).
+- `optimize`: grids fitted to a problem (`optimize_grid`, `save_grid`, `load_grid`).
 - `base`: the solver interface (`init`, `step`, `final_step`, `order`, `evals_per_step`).
 
 `FastSampler` (and `sample_fast`) owns the one `jax.lax.scan` over steps that drives every
@@ -32,6 +33,7 @@ from .base import AbstractFastSolver, State, StepInputs, noise_prediction, solve
 from .edm import HeunEDM
 from .exponential import DDIM, AbstractMultistepSolver, DPMSolver, DPMSolverMultistep, UniPC
 from .grids import GRIDS, check_rho, make_grid, time_grid
+from .optimize import load_grid, optimize_grid, save_grid
 
 FAST_SOLVERS: dict[str, AbstractFastSolver] = {
     "ddim": DDIM(),
@@ -84,6 +86,11 @@ def _check_grid_setting(grid, num_steps):
     return ts
 
 
+def _grid_kind(grid) -> str:
+    """The grid's name, or "explicit" for an array of times."""
+    return grid if isinstance(grid, str) else "explicit"
+
+
 def _check_grid_for(grid, sde, from_prior: bool):
     """An explicit grid within (0, T], starting at T when the start is a prior draw."""
     if isinstance(grid, str) or not is_concrete(grid):
@@ -116,6 +123,10 @@ class FastSampler(AbstractSampler):
             takes the solver's `denoise` (True for "ddim" and "heun_edm", whose last step
             goes to sigma = 0; False for the DPM-Solvers and UniPC, as in their papers).
         rho: the exponent of the "karras" grid.
+
+    A multistep solver's settings left at "auto" (`lower_order_final`, `d2_weight`) are
+    chosen for the grid here (`AbstractFastSolver.for_grid`): `solver` holds the choice,
+    and `describe()` shows it.
     """
 
     solver: AbstractFastSolver
@@ -126,7 +137,11 @@ class FastSampler(AbstractSampler):
     rho: float
 
     method = "fast"
-    _registries = {"solver": FAST_SOLVERS}
+
+    @property
+    def _registries(self):
+        """The named solvers as this grid resolves them, so that names survive `for_grid`."""
+        return {"solver": {k: s.for_grid(_grid_kind(self.grid)) for k, s in FAST_SOLVERS.items()}}
 
     def __init__(
         self,
@@ -137,9 +152,9 @@ class FastSampler(AbstractSampler):
         denoise: bool | None = None,
         rho: float = 7.0,
     ):
-        self.solver = get_fast_solver(solver)
         self.num_steps = check_steps("num_steps", num_steps)
         self.grid = _check_grid_setting(grid, self.num_steps)
+        self.solver = get_fast_solver(solver).for_grid(_grid_kind(self.grid))
         self.eps = check_eps_setting(eps)
         self.denoise = self.solver.denoise if denoise is None else check_bool("denoise", denoise)
         self.rho = check_rho(rho)
@@ -162,7 +177,7 @@ class FastSampler(AbstractSampler):
         return ts if dtype is None else ts.astype(dtype)
 
     def _name_parts(self):
-        solver = short_name(self.solver, FAST_SOLVERS).lower()
+        solver = short_name(self.solver, self._registries["solver"]).lower()
         if not isinstance(self.grid, str):
             return (solver, "explicit", self.num_steps), None
         canonical = build_or_none(FastSampler, solver, self.num_steps, self.grid)
@@ -232,8 +247,11 @@ __all__ = [
     "StepInputs",
     "UniPC",
     "get_fast_solver",
+    "load_grid",
     "noise_prediction",
+    "optimize_grid",
     "sample_fast",
+    "save_grid",
     "solve",
     "time_grid",
 ]

@@ -54,8 +54,8 @@ class AbstractFastSolver(eqx.Module):
     Subclasses give the properties `order` (of the global error on smooth problems) and
     `evals_per_step` (score evaluations per step), and `init` and `step`; `final_step`
     (when the last step differs), `step_inputs` (when a step needs more than its key and
-    times), `denoise` (True when the method ends with the Tweedie step by default) and
-    `final_denoise` have defaults.
+    times), `denoise` (True when the method ends with the Tweedie step by default),
+    `final_denoise` and `for_grid` (settings chosen per time grid) have defaults.
     """
 
     @property
@@ -72,6 +72,11 @@ class AbstractFastSolver(eqx.Module):
     def denoise(self) -> bool:
         """Whether sampling ends with `final_denoise` by default."""
         return False
+
+    def for_grid(self, grid: str) -> AbstractFastSolver:
+        """This solver with the settings it leaves to the grid ("auto") chosen for `grid`, a
+        name in `GRIDS` or "explicit" (default: itself)."""
+        return self
 
     def nfe(self, num_steps: int) -> int:
         """Score evaluations of `num_steps` steps (without the final denoising)."""

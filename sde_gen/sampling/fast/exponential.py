@@ -27,6 +27,7 @@ for VP, sub-VP, VE and a user's linear SDE alike.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import math
 
@@ -41,9 +42,57 @@ from ...sde import batch_broadcast, batch_times
 from ..base import tweedie
 from .base import AbstractFastSolver, State, noise_prediction
 
-# Below this many steps, the multistep solvers lower their order over the last steps, as the
-# reference implementation of DPM-Solver does: it steadies sampling with very few steps.
+# The rules for lowering the order over the last steps (`lower_order_final`): "below_10"
+# (the reference DPM-Solver's: only with fewer than 10 steps, where it steadies sampling),
+# "always" (the reference UniPC's, at every step count), "never", an int N (below N steps),
+# or "auto": chosen per grid by `for_grid` (the tables below), "below_10" on its own.
+LOWER_ORDER_FINAL = ("auto", "below_10", "always", "never")
 _LOWER_ORDER_FINAL_BELOW = 10
+# The weight of the second divided difference in the third-order multistep step
+# (`d2_weight`): "taylor" (2 phi_3, order 3) or "reference" (phi_3, the reference
+# implementations', order 2).
+D2_WEIGHTS = ("taylor", "reference")
+
+
+def _lower_order_final(value):
+    if value is True:
+        return "below_10"
+    if value is False:
+        return "never"
+    if isinstance(value, (int, np.integer)) and value >= 1:
+        return int(value)
+    if isinstance(value, str) and value.lower() in LOWER_ORDER_FINAL:
+        return value.lower()
+    raise ValueError(
+        f"unknown lower_order_final {value!r}; choose one of {', '.join(LOWER_ORDER_FINAL)} "
+        "or a number of steps N >= 1 (lower below N steps)"
+    )
+
+
+def _d2_weight(value):
+    if isinstance(value, str) and value.lower() in D2_WEIGHTS:
+        return value.lower()
+    raise ValueError(f"unknown d2_weight {value!r}; choose one of {', '.join(D2_WEIGHTS)}")
+
+
+# What lower_order_final="auto" becomes on each grid kind; "explicit" is any given array of
+# times (the optimized grids included). Measured on the power-law Gaussian of
+# benchmarks/sampler_accuracy.py (docs/sampling.md, "Two conventions"): on grids uniform in
+# t or sqrt(t) the reference UniPC's "always" is more accurate up to about 30 steps (below
+# 30 only on sqrt(t), where it costs the order beyond); the noise-prediction and 2M methods
+# are best not lowered at all off the log-SNR grid. The log-SNR grid keeps "below_10".
+AUTO_LOWER_ORDER_FINAL = {
+    # (class, prediction, solver_order) -> grid kind -> rule
+    ("UniPC", "data", 3): {"uniform": "always", "quadratic": 30, "explicit": "never"},
+    ("DPMSolverMultistep", "data", 3): {"uniform": "always", "quadratic": 30,
+                                        "explicit": "never"},
+    ("DPMSolverMultistep", "data", 2): {"uniform": "never", "karras": "never",
+                                        "quadratic": "never", "explicit": "never"},
+    ("DPMSolverMultistep", "noise", 2): {"uniform": "never", "karras": "never",
+                                         "quadratic": "never", "explicit": "never"},
+    ("DPMSolverMultistep", "noise", 3): {"uniform": "never", "karras": "never",
+                                         "quadratic": "never", "explicit": "never"},
+}  # fmt: skip
 
 
 class DDIM(AbstractFastSolver):
@@ -251,14 +300,18 @@ class AbstractMultistepSolver(AbstractFastSolver):
 
     One score evaluation per step: the model output at each new grid point enters the
     next steps' polynomial, through the history in the state. The first steps use the
-    history available (orders 1, 2, ...); below 10 steps the last steps lower the order
-    again (`lower_order_final`). The last step takes no new evaluation (its result is the
-    answer). Subclasses implement `predict` and may implement `correct`.
+    history available (orders 1, 2, ...); `lower_order_final` says when the last steps
+    lower the order again: "below_10" (with fewer than 10 steps, the reference DPM-Solver's
+    rule; True means this), "always" (the reference UniPC's), "never" (False), an int N
+    (below N steps), or "auto" (the default), which `FastSampler` resolves per time grid
+    (`for_grid`, from `AUTO_LOWER_ORDER_FINAL`; "below_10" elsewhere and on its own). The
+    last step takes no new evaluation (its result is the answer). Subclasses implement
+    `predict` and may implement `correct`.
     """
 
     solver_order: eqx.AbstractVar[int]
     prediction: eqx.AbstractVar[str]
-    lower_order_final: eqx.AbstractVar[bool]
+    lower_order_final: eqx.AbstractVar[str | int]
 
     @property
     def evals_per_step(self):
@@ -283,11 +336,22 @@ class AbstractMultistepSolver(AbstractFastSolver):
         """Refine the step's result `x_t` given the model output `m_t` there (default: keep)."""
         return x_t
 
+    def for_grid(self, grid: str) -> AbstractMultistepSolver:
+        """This solver with `lower_order_final="auto"` replaced by its choice for `grid`."""
+        if self.lower_order_final != "auto":
+            return self
+        table = AUTO_LOWER_ORDER_FINAL.get(
+            (type(self).__name__, self.prediction, self.solver_order), {}
+        )
+        return dataclasses.replace(self, lower_order_final=table.get(grid, "below_10"))
+
     def step_orders(self, num_steps: int) -> np.ndarray:
         """The order of each of the `num_steps` steps."""
         i = np.arange(1, num_steps + 1)
         orders = np.minimum(i, self.solver_order)
-        if self.lower_order_final and num_steps < _LOWER_ORDER_FINAL_BELOW:
+        rule = self.lower_order_final
+        below = {"always": math.inf, "never": 0}.get(rule, _LOWER_ORDER_FINAL_BELOW)
+        if num_steps < (rule if isinstance(rule, int) else below):
             orders = np.minimum(orders, num_steps + 1 - i)
         return orders
 
@@ -344,7 +408,9 @@ class DPMSolverMultistep(AbstractMultistepSolver):
     - order 3 (3M): the Taylor expansion to second order,
       `x_t = ratio x_u - amp (g_0 m_0 + g_1 D_1 + 2 g_2 D_2)` with the divided differences
       `D_1 ~ h m'` and `D_2 ~ h^2 m'' / 2` from three points. (The reference implementation
-      weights `D_2` by `g_2` instead of `2 g_2`, which leaves it second order; see
+      weights `D_2` by `g_2` instead of `2 g_2`, which leaves it second order, but is
+      up to 1.5x more accurate at 10-20 steps in noise prediction on the sqrt(t) grid:
+      `d2_weight` chooses, "taylor" (`2 g_2`, the default) or "reference" (`g_2`); see
       `docs/sampling.md`.)
 
     `prediction="noise"` gives the multistep DPM-Solver in noise prediction (the same
@@ -353,7 +419,10 @@ class DPMSolverMultistep(AbstractMultistepSolver):
 
     solver_order: int = eqx.field(static=True, default=2)
     prediction: str = eqx.field(static=True, default="data")
-    lower_order_final: bool = eqx.field(static=True, default=True)
+    lower_order_final: str | int = eqx.field(
+        static=True, default="auto", converter=_lower_order_final
+    )
+    d2_weight: str = eqx.field(static=True, default="taylor", converter=_d2_weight)
 
     def __check_init__(self):
         self._check("DPMSolverMultistep", (2, 3))
@@ -375,7 +444,8 @@ class DPMSolverMultistep(AbstractMultistepSolver):
         d1_1 = (hist.m[-3] - hist.m[-2]) / (rs[1] - rs[0])
         d_2 = (d1_0 - d1_1) / -rs[1]
         d_1 = d1_0 - rs[0] * d_2
-        return x_t - step.amp * (g[1] * d_1 + 2.0 * g[2] * d_2)
+        weight = 1.0 if self.d2_weight == "reference" else 2.0
+        return x_t - step.amp * (g[1] * d_1 + weight * g[2] * d_2)
 
 
 class UniPC(AbstractMultistepSolver):
@@ -398,7 +468,9 @@ class UniPC(AbstractMultistepSolver):
     solver_order: int = eqx.field(static=True, default=3)
     prediction: str = eqx.field(static=True, default="data")
     variant: str = eqx.field(static=True, default="bh1")
-    lower_order_final: bool = eqx.field(static=True, default=True)
+    lower_order_final: str | int = eqx.field(
+        static=True, default="auto", converter=_lower_order_final
+    )
 
     def __check_init__(self):
         self._check("UniPC", (1, 2, 3))
