@@ -2,7 +2,14 @@
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 8 simulated devices; their collectives rendezvous on a shared thread pool, and on 2 busy
+# cores (two test workers and the subprocesses some tests start) a participant can be
+# late by more than XLA's default 40 s, which aborts the whole process: allow 10 minutes.
+os.environ.setdefault(
+    "XLA_FLAGS",
+    "--xla_force_host_platform_device_count=8 "
+    "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402

@@ -129,6 +129,8 @@ def _wait_for_checkpoint(workdir, proc, timeout=120):
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.slow  # three training processes beside the suite's own; the lock's unit tests
+# (a second holder refused at once, stale locks taken over) are in test_checkpoints.py
 def test_a_second_training_on_a_locked_workdir_is_refused_and_the_first_is_untouched(tmp_path):
     workdir = str(tmp_path / "run")
     first = _start_training(workdir, 100)
@@ -163,6 +165,8 @@ def _lone_config(n):
     return config
 
 
+@pytest.mark.slow  # a training process beside the suite's own; a reader beside a writer
+# process of checkpoints is in test_checkpoints.py
 def test_sampling_in_a_loop_beside_a_running_training_never_crashes(tmp_path):
     workdir = str(tmp_path / "run")
     proc = _start_training(workdir, 150, every=2)
