@@ -11,6 +11,7 @@ import pytest
 from sde_gen import data
 from sde_gen.experiments import config as cfg
 from sde_gen.experiments import evaluate, train
+from sde_gen.experiments.classifier import load_guidance_classifier
 from sde_gen.experiments.kinds import make_experiment
 from sde_gen.experiments.reporting import read_metrics
 
@@ -147,9 +148,12 @@ def test_guided_eval_of_a_run_with_its_classifier(tmp_path):
     assert guided["batches_sampled_now"] == 2 and np.isfinite(guided["classifier_fid"])
     assert 0 <= guided["classifier_accuracy"] <= 1
     assert os.path.exists(os.path.join(workdir, "eval", f"report_{guided_name}.json"))
-    config.model.beta_max = 10.0  # another SDE than the classifier's
-    with pytest.raises(cfg.ConfigError, match="was trained for VPSDE"):
+    config.model.beta_max = 10.0  # another SDE than the run's and the classifier's
+    with pytest.raises(cfg.ConfigError, match="holds checkpoints of a run with config.model"):
         evaluate.evaluate(config, workdir)
+    other = cfg.load(config)
+    with pytest.raises(cfg.ConfigError, match="was trained for VPSDE"):
+        load_guidance_classifier(other.sampling.guidance, other.sde, "digits")
     config.model.beta_max = 20.0
     config.sampling.update(cfg_weight=0.0, classifier_scale=0.0)
     check_inpainting(config, workdir)
@@ -164,7 +168,7 @@ def check_inpainting(config, workdir):
     np.testing.assert_array_equal(out["result"][:, :, :4], out["original"][:, :, :4])
     assert np.abs(out["result"][:, :, 4:] - out["original"][:, :, 4:]).max() > 0
     report = json.loads(open(os.path.join(folder, "report.json")).read())
-    assert report["nfe"] == 20 and report["corrector"] == "none"  # 20 PC steps, the config's
+    assert report["nfe"] == 20 and report["corrector"] is None  # 20 PC steps, the config's
     assert np.isfinite(report["mse_restored"])
     assert os.path.getsize(os.path.join(folder, "before_after.png")) > 0
     config.sampling.task = "generate"

@@ -30,9 +30,11 @@ from .train import NonFiniteLossError, train_and_evaluate
 
 MODES = {"train": train.train_and_evaluate, "eval": evaluate.evaluate, "sample": evaluate.sample}
 
-#: what a run refuses with one clear line (no traceback) at the command line
+#: what a run refuses with one clear line (no traceback) at the command line (a missing
+#: file or workdir without checkpoints is named by its path)
 UserError = (
     ConfigError,
+    FileNotFoundError,
     DataNotPreparedError,
     WorkdirLockedError,
     NoValidCheckpointError,
