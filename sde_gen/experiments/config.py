@@ -828,14 +828,6 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
         raise ConfigError(f"config.{key}={value!r}: {error}") from None
 
 
-def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
-    """The ConfigDict a workdir was trained with (`config.json`), or None."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return None
-    return load_file(path)
-
-
 def check_same_experiment(settings: Settings, workdir: str, *, has_checkpoints: bool) -> None:
     """Refuse a workdir whose checkpoints were trained with another model, SDE or data set
     (resuming would fail half-way; evaluating would draw from the wrong process)."""

@@ -4,8 +4,6 @@ before/after grids and the error on the restored pixels."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 
@@ -18,6 +16,7 @@ from .. import plotting
 from .._checks import choose
 from ..sampling import sample_colorize, sample_inpaint
 from .config import INPAINT_MASKS, TaskSettings
+from .quality import cache_key
 from .reporting import write_report
 
 
@@ -49,10 +48,12 @@ def solve_inverse_problem(
     folder: str,
     key: jax.Array,
     seed: int = 0,
+    extra: dict | None = None,
 ) -> dict:
     """Degrade the images `x` (a mask of `task.mask`, or the channel mean), restore them with
     the task's PC sampler and write `before_after.png` (rows of 8 in threes: the original,
-    what the sampler sees, the result), `results.npz` and `report.json` into `folder`."""
+    what the sampler sees, the result), `results.npz` and `report.json` (with `extra`, e.g.
+    the checkpoint step, first) into `folder`."""
     os.makedirs(folder, exist_ok=True)
     low, high = data_range
     t0 = time.perf_counter()
@@ -77,6 +78,7 @@ def solve_inverse_problem(
     )  # fmt: skip
     np.savez(os.path.join(folder, "results.npz"), original=x, observed=observed, result=result)
     report = {
+        **(extra or {}),
         **task.describe(),
         "nfe": int(nfe),
         "mse_restored": float(np.sum((result - x) ** 2 * unknown) / np.sum(unknown)),
@@ -98,6 +100,5 @@ def _pc_options(task: TaskSettings) -> dict:
 
 def task_folder(workdir: str, step: int, task: TaskSettings, extra: dict) -> str:
     """`eval/<task>_<step>_<hash>`: one folder per task, checkpoint and setting."""
-    key = json.dumps([task.describe(), extra], sort_keys=True, default=str)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:6]
+    digest = cache_key(task=task.describe(), extra=extra)
     return os.path.join(workdir, "eval", f"{task.task}_{step}_{digest}")

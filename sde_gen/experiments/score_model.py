@@ -5,8 +5,6 @@ inpainting and colorization."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import time
@@ -25,7 +23,7 @@ from ..score import ModelScore, ScoreFn
 from .base import AbstractExperiment, balanced_labels
 from .classifier import LoadedClassifier, load_guidance_classifier
 from .inverse import solve_inverse_problem, task_folder
-from .quality import FeatureSpace, sample_quality
+from .quality import FeatureSpace, cache_key, sample_quality
 from .reporting import Progress, write_report
 from .state import dsm_loss_fn, replicate
 
@@ -140,7 +138,7 @@ class ScoreExperiment(AbstractExperiment):
             "batch_size": ev.batch_size,
             "seed": s.seed,
         }
-        digest = hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()[:6]
+        digest = cache_key(**description)
         tag = "-".join(p for p in (s.sampling.sampler.run_name(), g.tag()) if p)
         return f"{step}_{tag}_{digest}", description
 
@@ -236,7 +234,6 @@ class ScoreExperiment(AbstractExperiment):
         ev = self.settings.eval
         values, bounds, nfes = [], [], []
         limit = ev.bpd_num_examples
-        total = None
         progress = None
         for r in range(ev.bpd_repeats):
             # fresh dequantization noise per repeat
@@ -244,8 +241,7 @@ class ScoreExperiment(AbstractExperiment):
                 ev.bpd_dataset, limit, seed=self.settings.seed + r, dequantize=True
             )
             if progress is None:
-                total = ev.bpd_repeats * len(x_all)
-                progress = Progress("bits/dim (examples)", total)
+                progress = Progress("bits/dim (examples)", ev.bpd_repeats * len(x_all))
             for i in range(0, len(x_all), ev.bpd_batch_size):
                 x = jnp.asarray(x_all[i : i + ev.bpd_batch_size])
                 labels = jnp.asarray(y_all[i : i + ev.bpd_batch_size]) if self.classes else None
@@ -318,11 +314,10 @@ class ScoreExperiment(AbstractExperiment):
         labels = jnp.asarray(y) if self.classes else None
         folder = task_folder(workdir, step, task, {"sde": repr(self.sde), "seed": self.settings.seed})
         key = jax.random.fold_in(jax.random.key(self.settings.seed + 4), step)
-        report = solve_inverse_problem(
+        solve_inverse_problem(
             task, self.sde, self.score_fn(ema_params, labels), x, self.info.data_range, folder,
-            key, seed=self.settings.seed,
+            key, seed=self.settings.seed, extra={"step": step},
         )  # fmt: skip
-        write_report(os.path.join(folder, "report.json"), {"step": step, **report})
         return folder
 
 
