@@ -1,12 +1,15 @@
 """Speed and accuracy of bits/dim evaluation.
 
     python benchmarks/likelihood_speed.py --workdir runs/digits [--examples 128]
+        [--ml-workdir runs/digits_ml]
 
 Prints two markdown tables:
 
 1. the trained digits model (`configs/vp_digits.py`, the checkpoint in `--workdir`): examples/s,
    NFE and bits/dim with standard error of the PF-ODE likelihood on test digits, for
-   Hutchinson at two tolerances and the exact divergence, and the likelihood bound;
+   Hutchinson at two tolerances and the exact divergence, and the likelihood bound; with
+   `--ml-workdir`, the same rows for the maximum-likelihood run (`configs/vp_digits_ml.py`)
+   and its bound under the learned dequantizer;
 2. accuracy on the 2-D Gaussian-mixture ring with its exact score: mean absolute error
    against the closed-form `-log p(x)` per example and of the mean, in bits/dim, for
    Hutchinson and exact divergence.
@@ -27,9 +30,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def row(model, method, tol, rate, nfe, bits) -> None:
+    import numpy as np
+
+    bits = np.asarray(bits)
+    tol = "-" if tol is None else f"{tol:g}"
+    print(
+        f"| {model} | {method} | {tol} | {rate:.1f} | {nfe} | {bits.mean():.4f} | "
+        f"{bits.std(ddof=1) / math.sqrt(len(bits)):.4f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/digits", help="a trained vp_digits run")
+    parser.add_argument("--ml-workdir", default=None, help="a trained vp_digits_ml run")
     parser.add_argument("--examples", type=int, default=128)
     args = parser.parse_args()
 
@@ -40,7 +55,10 @@ def main() -> None:
 
     from configs.toy_2d import get_config as toy_config
     from configs.vp_digits import get_config as digits_config
+    from configs.vp_digits_ml import get_config as digits_ml_config
     from sde_gen import data, experiments, log_likelihood, nll_bound
+    from sde_gen.dequantization import dequantize
+    from sde_gen.experiments.state import DEQUANTIZER
     from sde_gen.experiments.evaluate import latest_params
     from sde_gen.experiments.kinds import make_experiment
 
@@ -50,45 +68,56 @@ def main() -> None:
         f"{jax.default_backend()}; jax {jax.__version__}\n"
     )
 
-    experiment = make_experiment(experiments.load(digits_config()))
-    sde = experiment.sde
-    step, params = latest_params(experiment, args.workdir)
-    score_fn = experiment.score_fn(params)
-    x_all, _ = experiment.load_split("test", args.examples, dequantize=True)
-    x = jnp.asarray(x_all)
-    to_bits = lambda logp, shape: experiment.bits(logp, shape)
-
-    print(f"Digits DDPM++ (step {step}), {len(x)} test digits, one dequantization draw:\n")
-    print("| method | rtol=atol | examples/s | mean NFE | bits/dim | std. error |")
-    print("|---|---:|---:|---:|---:|---:|")
-    # The exact divergence costs D = 64 JVPs per evaluation: timed on 16 digits only.
-    for divergence, tol, n in [
-        ("hutchinson", 1e-3, len(x)),
-        ("hutchinson", 1e-4, len(x)),
-        ("exact", 1e-3, 16),
-    ]:
-        run = lambda xs: log_likelihood(
-            jax.random.key(0), sde, score_fn, xs, divergence=divergence, rtol=tol, atol=tol
-        )
-        jax.block_until_ready(run(x[:n]))  # compile (and warm up) at the timed shape
+    print("| model | method | rtol=atol | examples/s | mean NFE | bits/dim | std. error |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    runs = [("vp_digits", digits_config, args.workdir)]
+    if args.ml_workdir:
+        runs.append(("vp_digits_ml", digits_ml_config, args.ml_workdir))
+    for label, get_config, workdir in runs:
+        experiment = make_experiment(experiments.load(get_config()))
+        sde = experiment.sde
+        step, params = latest_params(experiment, workdir)
+        score_fn = experiment.score_fn(params)
+        x = jnp.asarray(experiment.load_split("test", args.examples, dequantize=True)[0])
+        tag = f"{label} (step {step})"
+        rows = [("hutchinson", 1e-3, len(x)), ("hutchinson", 1e-4, len(x)), ("exact", 1e-3, 16)]
+        for divergence, tol, n in rows:
+            run = lambda xs: log_likelihood(
+                jax.random.key(0), sde, score_fn, xs, divergence=divergence, rtol=tol, atol=tol
+            )
+            jax.block_until_ready(run(x[:n]))  # compile (and warm up) at the timed shape
+            start = time.perf_counter()
+            logp, _, nfe = jax.block_until_ready(run(x[:n]))
+            seconds = time.perf_counter() - start
+            row(tag, f"PF-ODE, {divergence} ({n} digits)", tol, n / seconds, int(nfe),
+                experiment.bits(logp, x[:n].shape))  # fmt: skip
+        bound = lambda xs: nll_bound(jax.random.key(0), sde, score_fn, xs, num_samples=16)[0]
+        jax.block_until_ready(bound(x))
         start = time.perf_counter()
-        logp, _, nfe = jax.block_until_ready(run(x[:n]))
+        nll = jax.block_until_ready(bound(x))
         seconds = time.perf_counter() - start
-        bits = to_bits(logp, x[:n].shape)
-        print(
-            f"| {divergence} ({n} digits) | {tol:g} | {n / seconds:.1f} | {int(nfe)} | "
-            f"{bits.mean():.4f} | {bits.std(ddof=1) / math.sqrt(len(bits)):.4f} |"
-        )
-    bound = lambda xs: nll_bound(jax.random.key(0), sde, score_fn, xs, num_samples=16)[0]
-    jax.block_until_ready(bound(x))
-    start = time.perf_counter()
-    nll = jax.block_until_ready(bound(x))
-    seconds = time.perf_counter() - start
-    bits = to_bits(-nll, x.shape)
-    print(
-        f"| bound (16 draws of t) | - | {len(x) / seconds:.1f} | 16 | {bits.mean():.4f} | "
-        f"{bits.std(ddof=1) / math.sqrt(len(bits)):.4f} |"
-    )
+        row(tag, f"bound, 16 draws of t ({len(x)} digits)", None, len(x) / seconds, 16,
+            experiment.bits(-nll, x.shape))  # fmt: skip
+        if experiment.dequantizer is None:
+            continue
+        # the learned dequantizer: -log p(y) + log q(u | k) on the discrete test digits
+        k = jnp.asarray(experiment.load_split("test", args.examples, dequantize=False)[0])
+        info = experiment.info
+
+        def learned(xs):
+            y, log_q = dequantize(
+                experiment.dequantizer, {"params": params[DEQUANTIZER]}, jax.random.key(3), xs,
+                info.n_levels, info.data_range,
+            )  # fmt: skip
+            logp, _, nfe = log_likelihood(jax.random.key(0), sde, score_fn, y, rtol=1e-4, atol=1e-4)
+            return logp - log_q, nfe
+
+        jax.block_until_ready(learned(k))
+        start = time.perf_counter()
+        logp, nfe = jax.block_until_ready(learned(k))
+        seconds = time.perf_counter() - start
+        row(tag, f"PF-ODE, hutchinson, learned dequantization ({len(k)} digits)", 1e-4,
+            len(k) / seconds, int(nfe), experiment.bits(logp, k.shape))  # fmt: skip
 
     toy = make_experiment(experiments.load(toy_config()))
     sde, density = toy.sde, data.toy_density()

@@ -88,6 +88,13 @@ def get_default_configs() -> ml_collections.ConfigDict:
     data.uniform_dequantization = False
     data.num_channels = 3
 
+    # a learned dequantization of the discrete data, trained with the score network on the
+    # likelihood bound (needs likelihood_weighting and data.uniform_dequantization=False)
+    config.dequantizer = dequantizer = ml_collections.ConfigDict()
+    dequantizer.name = "none"  # none | flow
+    dequantizer.features = 64
+    dequantizer.num_couplings = 4
+
     config.model = model = ml_collections.ConfigDict()
     model.name = "ddpmpp"
     model.output = "noise"  # what the network predicts: noise | score | x0

@@ -198,30 +198,67 @@ def nll_bound(
 
     with `grad log p_0t = -z / std`, `E ||grad log p_0t||^2 = D / std^2` and `div f = D f(t)`
     for a linear SDE. Returns the estimate and its Monte Carlo standard error, both `(B,)`.
+    `time_sampler`: "importance" or "uniform" on `[eps, T]`, or a `UniformTime` /
+    `ImportanceTime` (whose own eps then sets the interval).
     """
     x0 = check_x("x0", x0)
     check_eps(eps, sde.T)
     check_steps("num_samples", num_samples)
     if not isinstance(time_sampler, AbstractTimeSampler):
         time_sampler = choose("time sampler", time_sampler, TIME_SAMPLERS)(eps=eps)
+    _check_bound_sampler(time_sampler)
     check_score_fn(score_fn, x0.shape, x0.dtype)
-    b, d = x0.shape[0], math.prod(x0.shape[1:])
+    b = x0.shape[0]
     prior_key, *keys = jax.random.split(key, num_samples + 1)
-
-    def one_draw(draw_key):
-        t, w, z = draw_times_and_noise(jax.random.split(draw_key, b), sde, time_sampler, x0)
-        t, w = t.astype(x0.dtype), w.astype(x0.dtype)
-        std = sde.marginal(t)[1]
-        xt = sde.perturb(x0, t, z)
-        residual = (score_fn(xt, t) + z / batch_broadcast(std, x0)).reshape(b, -1)
-        g2 = sde.diffusion(t) ** 2
-        integrand = g2 * (jnp.sum(residual**2, axis=1) - d / std**2) - 2 * d * sde.drift_coeff(t)
-        return 0.5 * (sde.T - eps) * w * integrand
-
-    terms = jnp.stack([one_draw(k) for k in keys])  # (num_samples, B)
-    t_T = jnp.full((b,), sde.T, x0.dtype)
-    x_T = sde.perturb(x0, t_T, jax.random.normal(prior_key, x0.shape, x0.dtype))
-    prior_term = -sde.prior_logp(x_T)
-    estimate = prior_term + jnp.mean(terms, axis=0)
+    terms = jnp.stack(
+        [_bound_integral(jax.random.split(k, b), sde, score_fn, x0, time_sampler) for k in keys]
+    )  # (num_samples, B)
+    prior_noise = jax.random.normal(prior_key, x0.shape, x0.dtype)
+    estimate = _prior_term(sde, x0, prior_noise) + jnp.mean(terms, axis=0)
     stderr = jnp.std(terms, axis=0, ddof=1) / math.sqrt(num_samples)
     return estimate, stderr
+
+
+def nll_bound_losses(
+    key: PRNGKeyArray,
+    sde: AbstractLinearSDE,
+    score_fn: ScoreFn,
+    x0: Float[Array, "batch *dims"],
+    time_sampler: AbstractTimeSampler,
+) -> Float[Array, " batch"]:
+    """One-draw unbiased estimates of `nll_bound`'s bound per example, in nats (one `(t, z)`
+    and one prior draw each; `key` one per example): a training loss whose gradient in the
+    score is that of likelihood-weighted DSM, and which is also differentiable in x0 (for
+    a learned dequantization of x0). Without argument checks, for compiled train steps;
+    `time_sampler` is a `UniformTime` or `ImportanceTime`."""
+    integral_keys, prior_keys = jnp.moveaxis(jax.vmap(jax.random.split)(key), 1, 0)
+    integral = _bound_integral(integral_keys, sde, score_fn, x0, time_sampler)
+    prior_noise = jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype))(prior_keys)
+    return _prior_term(sde, x0, prior_noise) + integral
+
+
+def _check_bound_sampler(time_sampler: AbstractTimeSampler) -> None:
+    if not isinstance(time_sampler, (UniformTime, ImportanceTime)):
+        raise ValueError(
+            f"the likelihood bound needs times on [eps, T] (UniformTime or ImportanceTime); "
+            f"got {type(time_sampler).__name__}"
+        )
+
+
+def _bound_integral(keys, sde, score_fn, x0, time_sampler):
+    """The bound's integral over `[eps, T]` by one draw of `(t, x_t)` per example."""
+    b, d = x0.shape[0], math.prod(x0.shape[1:])
+    t, w, z = draw_times_and_noise(keys, sde, time_sampler, x0)
+    t, w = t.astype(x0.dtype), w.astype(x0.dtype)
+    std = sde.marginal(t)[1]
+    xt = sde.perturb(x0, t, z)
+    residual = (score_fn(xt, t) + z / batch_broadcast(std, x0)).reshape(b, -1)
+    g2 = sde.diffusion(t) ** 2
+    integrand = g2 * (jnp.sum(residual**2, axis=1) - d / std**2) - 2 * d * sde.drift_coeff(t)
+    return 0.5 * (sde.T - time_sampler.eps) * w * integrand
+
+
+def _prior_term(sde, x0, noise):
+    """`-log pi(x_T)` for the draw `x_T = a(T) x0 + std(T) noise` of `p_0T(. | x0)`."""
+    t_T = jnp.full((x0.shape[0],), sde.T, x0.dtype)
+    return -sde.prior_logp(sde.perturb(x0, t_T, noise))

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import data as data_lib
 from .. import models
+from ..dequantization import FlowDequantizer
 from .._checks import choose
 from ..losses import (
     WEIGHTINGS,
@@ -77,7 +78,8 @@ NON_NETWORK_KEYS = frozenset(
     }
 )
 # What a workdir's checkpoints were trained with, which no later run on it may change.
-FIXED_FOR_WORKDIR = ("model", "training.sde", "data.dataset", "data.image_size")
+FIXED_FOR_WORKDIR = ("model", "dequantizer", "training.sde", "data.dataset", "data.image_size")
+DEQUANTIZERS = ("none", "flow")
 
 
 class ConfigError(ValueError):
@@ -250,6 +252,22 @@ class ModelSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DequantizerSettings:
+    """A learned dequantization of discrete data (`sde_gen.dequantization`), trained with
+    the score network on the likelihood bound; "none": the data pipeline's own (uniform,
+    or none)."""
+
+    name: str = "none"
+    features: int = 64
+    num_couplings: int = 4
+
+    def module(self) -> FlowDequantizer | None:
+        if self.name == "none":
+            return None
+        return FlowDequantizer(features=self.features, num_couplings=self.num_couplings)
+
+
+@dataclasses.dataclass(frozen=True)
 class GuidanceSettings:
     cfg_weight: float = 0.0
     classifier_scale: float = 0.0
@@ -343,6 +361,7 @@ class Settings:
     distributed: bool
     sde: AbstractLinearSDE
     model: ModelSettings
+    dequantizer: DequantizerSettings
     training: TrainingSettings
     optim: OptimSettings
     data: DataSettings
@@ -454,7 +473,10 @@ def _data(r: _Reader) -> DataSettings:
     )
     try:
         info = data_lib.describe(
-            name, data_dir=data_dir, image_size=settings["image_size"], centered=settings["centered"]
+            name,
+            data_dir=data_dir,
+            image_size=settings["image_size"],
+            centered=settings["centered"],
         )
     except data_lib.DataNotPreparedError as error:
         raise ConfigError(str(error)) from None
@@ -473,13 +495,43 @@ def _data(r: _Reader) -> DataSettings:
     return DataSettings(**settings, info=info)
 
 
+def _dequantizer(
+    r: _Reader, model: ModelSettings, data: DataSettings, training: TrainingSettings
+) -> DequantizerSettings:
+    name = r.choice("dequantizer.name", DEQUANTIZERS, "none")
+    settings = DequantizerSettings(
+        name=name,
+        features=r.integer("dequantizer.features", 64),
+        num_couplings=r.integer("dequantizer.num_couplings", 4),
+    )
+    if name == "none":
+        return settings
+    flow = f"config.dequantizer.name={name!r}"
+    if model.name not in models.MODELS:
+        raise ConfigError(
+            f"{flow} trains with a score network; model.name={model.name!r} is not one"
+        )
+    if data.info.n_levels is None:
+        raise ConfigError(
+            f"{flow} dequantizes discrete data; data set {data.info.name!r} is continuous "
+            "(use dequantizer.name='none')"
+        )
+    if data.uniform_dequantization:
+        raise ConfigError(
+            f"{flow} dequantizes the data itself: set data.uniform_dequantization=False"
+        )
+    if training.loss.weighting is not WEIGHTINGS["likelihood"]:
+        raise ConfigError(
+            f"{flow} trains on the likelihood bound: set training.likelihood_weighting=True"
+        )
+    return settings
+
+
 def _optim(r: _Reader) -> OptimSettings:
     name = r.choice("optim.optimizer", OPTIMIZERS)
     weight_decay = r.number("optim.weight_decay", 0.0, low=0)
     if name == "adam" and weight_decay:
-        raise ConfigError(
-            f"config.optim.weight_decay={weight_decay} needs optim.optimizer='AdamW'"
-        )
+        raise ConfigError(f"config.optim.weight_decay={weight_decay} needs optim.optimizer='AdamW'")
     grad_clip = r.get("optim.grad_clip", None)
     if grad_clip is not None:
         grad_clip = r.number("optim.grad_clip")
@@ -611,9 +663,7 @@ def _guidance(r: _Reader, network, data: DataSettings) -> GuidanceSettings:
     if guidance.classifier_scale and not models.is_classifier(network):
         workdir = guidance.classifier_workdir
         if not data.info.num_classes:
-            raise ConfigError(
-                f"classifier guidance needs class labels; {data.dataset!r} has none"
-            )
+            raise ConfigError(f"classifier guidance needs class labels; {data.dataset!r} has none")
         if not workdir or not os.path.exists(os.path.join(workdir, "config.json")):
             raise ConfigError(
                 f"config.sampling.classifier_scale={guidance.classifier_scale} needs "
@@ -724,6 +774,7 @@ def load(config: ml_collections.ConfigDict, num_devices: int | None = None) -> S
     model = _model(r, data)
     network = model.network()
     training = _training(r, devices)
+    dequantizer = _dequantizer(r, model, data, training)
     optim = _optim(r)
     sampling = SamplingSettings(
         sampler=_sampler(r), guidance=_guidance(r, network, data), task=_task(r, data)
@@ -734,6 +785,7 @@ def load(config: ml_collections.ConfigDict, num_devices: int | None = None) -> S
         distributed=r.flag("distributed"),
         sde=sde,
         model=model,
+        dequantizer=dequantizer,
         training=training,
         optim=optim,
         data=data,
@@ -840,6 +892,8 @@ def check_same_experiment(settings: Settings, workdir: str, *, has_checkpoints: 
     except (OSError, ValueError) as error:
         raise ConfigError(f"{path} cannot be read ({error}); it names the run's settings") from None
     for key, new in settings.fixed_for_workdir().items():
+        if saved[key] is None and key == "dequantizer" and new.get("name") == "none":
+            continue  # a run from before learned dequantizers existed had none
         if saved[key] != new:
             raise ConfigError(
                 f"{workdir} holds checkpoints of a run with config.{key} = {saved[key]!r}; this "

@@ -16,6 +16,7 @@ from absl import logging
 
 from .. import data as data_lib
 from .. import models, plotting
+from ..dequantization import dequantize
 from ..guidance import classifier_free_guidance, classifier_guidance
 from ..likelihood import bits_per_dim, log_likelihood, nats_to_bits_per_dim
 from ..losses import nll_bound
@@ -25,7 +26,14 @@ from .classifier import LoadedClassifier, load_guidance_classifier
 from .inverse import solve_inverse_problem, task_folder
 from .quality import FeatureSpace, cache_key, sample_quality
 from .reporting import Progress, write_report
-from .state import dsm_loss_fn, replicate
+from .state import (
+    DEQUANTIZER,
+    TrainState,
+    dequantized_loss_fn,
+    dsm_loss_fn,
+    init_state,
+    replicate,
+)
 
 
 class ScoreExperiment(AbstractExperiment):
@@ -36,6 +44,7 @@ class ScoreExperiment(AbstractExperiment):
     def __init__(self, settings):
         super().__init__(settings)
         self.classes = models.num_classes(self.network)
+        self.dequantizer = settings.dequantizer.module()
         self.guidance_classifier: LoadedClassifier | None = None
         self._space: FeatureSpace | None = None
 
@@ -52,7 +61,9 @@ class ScoreExperiment(AbstractExperiment):
             time_input=m.time_input, time_scale=m.time_scale, labels=y,
         )  # fmt: skip
         if self.classes and labels is None:
-            raise ValueError(f"the network is class-conditional ({self.classes} classes): pass labels")
+            raise ValueError(
+                f"the network is class-conditional ({self.classes} classes): pass labels"
+            )
         score_fn = make(labels if self.classes else None)
         if not guided:
             return score_fn
@@ -76,8 +87,19 @@ class ScoreExperiment(AbstractExperiment):
 
     # --- training ----------------------------------------------------------------------
 
+    def init_state(self, key: jax.Array) -> TrainState:
+        """A fresh state; with a learned dequantizer, its parameters beside the network's."""
+        x = jnp.zeros((1, *self.info.shape), jnp.float32)
+        return init_state(key, self.network, self.optimizer(), x, self.dequantizer)
+
     def loss_fn(self):
         m, t = self.settings.model, self.settings.training
+        if self.dequantizer is not None:
+            return dequantized_loss_fn(
+                self.sde, self.network, self.dequantizer, time_sampler=t.loss.time_sampler,
+                n_levels=self.info.n_levels, data_range=self.info.data_range, output=m.output,
+                time_input=m.time_input, time_scale=m.time_scale,
+            )  # fmt: skip
         return dsm_loss_fn(
             self.sde, self.network, weighting=t.loss.weighting, time_sampler=t.loss.time_sampler,
             reduce_mean=t.loss.reduce_mean, output=m.output, time_input=m.time_input,
@@ -105,7 +127,9 @@ class ScoreExperiment(AbstractExperiment):
             writer.image(step, "samples", plotting.image_grid(x, self.info.data_range, cols=cols))
         else:
             density = data_lib.exact_density(self.info.name)
-            reference = None if density is None else np.asarray(density.sample(jax.random.key(0), 2000))
+            reference = (
+                None if density is None else np.asarray(density.sample(jax.random.key(0), 2000))
+            )
             plotting.save_scatter(path + ".png", x, reference, title=f"step {step}")
         logging.info(
             "step %d: %d samples (%d NFE) in %.1fs -> %s.png", step, n, nfe,
@@ -133,7 +157,9 @@ class ScoreExperiment(AbstractExperiment):
             "sde": repr(s.sde),
             "sampler": s.sampling.sampler.describe(),
             "guidance": g.describe(),
-            "classifier_step": None if self.guidance_classifier is None else self.guidance_classifier.step,
+            "classifier_step": None
+            if self.guidance_classifier is None
+            else self.guidance_classifier.step,
             "num_samples": ev.num_samples,
             "batch_size": ev.batch_size,
             "seed": s.seed,
@@ -158,7 +184,9 @@ class ScoreExperiment(AbstractExperiment):
         manifest = os.path.join(folder, "manifest.json")
         if not os.path.exists(manifest):
             write_report(manifest, description)
-        classifier = None if self.guidance_classifier is None else self.guidance_classifier.classifier
+        classifier = (
+            None if self.guidance_classifier is None else self.guidance_classifier.classifier
+        )
         shape = (batch // n_dev, *self.info.shape)
 
         def sample_one(key, params, labels, classifier):
@@ -223,42 +251,74 @@ class ScoreExperiment(AbstractExperiment):
         return sample_quality(samples, space, reference, labels, exact_density=density)
 
     def likelihood(self, key: jax.Array, params) -> dict:
-        """Bits/dim of the network with `params` (see `likelihood_of`)."""
-        return self.likelihood_of(key, lambda labels: self.score_fn(params, labels))
-
-    def likelihood_of(self, key: jax.Array, score_fn_for) -> dict:
-        """Bits/dim over the eval split of the score `score_fn_for(labels)`: PF-ODE
-        log-likelihood of dequantized data, mean and standard error over examples x
+        """Bits/dim over the eval split of the network with `params`: PF-ODE log-likelihood
+        of uniformly dequantized data, mean and standard error over examples x
         `eval.bpd_repeats` dequantizations (for a class-conditional model, of `p(x | y)` at
-        each example's own label; labels are None otherwise)."""
-        ev = self.settings.eval
+        each example's own label). With a learned dequantizer, also its bound
+        `-log p(y) + log q(u | k)` under the same keys prefixed `vardeq_`."""
+        score_fn_for = lambda labels: self.score_fn(params, labels)
+        out = self.likelihood_of(key, score_fn_for)
+        if self.dequantizer is not None:
+            flow = {"params": params[DEQUANTIZER]}
+            learned = self.likelihood_of(key, score_fn_for, flow)
+            name = self._bpd_name()
+            keys = (name, f"{name}_stderr", f"bound_{name}", f"bound_{name}_stderr", "bpd_seconds")
+            out.update({f"vardeq_{k}": learned[k] for k in keys if k in learned})
+        return out
+
+    def _bpd_name(self) -> str:
+        return "bpd" if self.info.n_levels is not None else "nll_bits_per_dim"
+
+    def likelihood_of(self, key: jax.Array, score_fn_for, flow_variables=None) -> dict:
+        """Bits/dim over the eval split of the score `score_fn_for(labels)` (labels None for
+        an unconditional network), under uniform dequantization or, with `flow_variables`,
+        the experiment's learned dequantizer with those variables."""
+        ev, info = self.settings.eval, self.info
         values, bounds, nfes = [], [], []
         limit = ev.bpd_num_examples
         progress = None
+        what = "uniform" if flow_variables is None else "learned"
         for r in range(ev.bpd_repeats):
-            # fresh dequantization noise per repeat
+            # fresh dequantization noise per repeat (uniform: drawn by the pipeline)
             x_all, y_all = self.load_split(
-                ev.bpd_dataset, limit, seed=self.settings.seed + r, dequantize=True
+                ev.bpd_dataset,
+                limit,
+                seed=self.settings.seed + r,
+                dequantize=flow_variables is None,
             )
             if progress is None:
-                progress = Progress("bits/dim (examples)", ev.bpd_repeats * len(x_all))
+                total = ev.bpd_repeats * len(x_all)
+                progress = Progress(f"bits/dim, {what} dequantization (examples)", total)
             for i in range(0, len(x_all), ev.bpd_batch_size):
                 x = jnp.asarray(x_all[i : i + ev.bpd_batch_size])
+                log_q = 0.0
+                if flow_variables is not None:
+                    flow_key = jax.random.fold_in(jax.random.fold_in(key, 2), r * 100_000 + i)
+                    x, log_q = dequantize(
+                        self.dequantizer,
+                        flow_variables,
+                        flow_key,
+                        x,
+                        info.n_levels,
+                        info.data_range,
+                    )
                 labels = jnp.asarray(y_all[i : i + ev.bpd_batch_size]) if self.classes else None
                 score_fn = score_fn_for(labels)
                 logp, _, nfe = log_likelihood(
                     jax.random.fold_in(key, r * 100_000 + i), self.sde, score_fn, x,
                     divergence=ev.divergence, rtol=ev.bpd_rtol, atol=ev.bpd_atol,
                 )  # fmt: skip
-                values.append(self.bits(logp, x.shape))
+                values.append(self.bits(logp - log_q, x.shape))
                 nfes.append(int(nfe))
                 if ev.enable_bound:
                     bound_key = jax.random.fold_in(jax.random.fold_in(key, 1), r * 100_000 + i)
-                    nll, _ = nll_bound(bound_key, self.sde, score_fn, x, num_samples=ev.bound_samples)
-                    bounds.append(self.bits(-nll, x.shape))
+                    nll, _ = nll_bound(
+                        bound_key, self.sde, score_fn, x, num_samples=ev.bound_samples
+                    )
+                    bounds.append(self.bits(-nll - log_q, x.shape))
                 progress(r * len(x_all) + min(i + ev.bpd_batch_size, len(x_all)))
         values = np.concatenate(values)
-        name = "bpd" if self.info.n_levels is not None else "nll_bits_per_dim"
+        name = self._bpd_name()
         out = {}
         if bounds:
             bounds = np.concatenate(bounds)
@@ -289,7 +349,11 @@ class ScoreExperiment(AbstractExperiment):
         t0 = time.perf_counter()
         ev = self.settings.eval
         name, description = self.sampling_run(step)
-        report = {"step": step, "sampler": description["sampler"], "guidance": description["guidance"]}
+        report = {
+            "step": step,
+            "sampler": description["sampler"],
+            "guidance": description["guidance"],
+        }
         if ev.enable_sampling:
             samples, timing = self.generate_samples(workdir, step, ema_params)
             report.update(num_samples=int(len(samples)), **timing)
@@ -312,7 +376,9 @@ class ScoreExperiment(AbstractExperiment):
             return timing["samples_folder"]
         x, y = self.load_split(task.split, task.examples)
         labels = jnp.asarray(y) if self.classes else None
-        folder = task_folder(workdir, step, task, {"sde": repr(self.sde), "seed": self.settings.seed})
+        folder = task_folder(
+            workdir, step, task, {"sde": repr(self.sde), "seed": self.settings.seed}
+        )
         key = jax.random.fold_in(jax.random.key(self.settings.seed + 4), step)
         solve_inverse_problem(
             task, self.sde, self.score_fn(ema_params, labels), x, self.info.data_range, folder,

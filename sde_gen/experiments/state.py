@@ -24,12 +24,21 @@ import jax.numpy as jnp
 import optax
 
 from .._checks import check_positive, check_steps
-from ..losses import AbstractTimeSampler, Weighting, draw_times_and_noise, dsm_losses
+from ..dequantization import dequantize
+from ..likelihood import bits_per_dim, nats_to_bits_per_dim
+from ..losses import (
+    AbstractTimeSampler,
+    Weighting,
+    draw_times_and_noise,
+    dsm_losses,
+    nll_bound_losses,
+)
 from ..models import num_classes
 from ..score import ModelClassifier, ModelScore
 from ..sde import AbstractLinearSDE
 
 AXIS = "batch"
+DEQUANTIZER = "dequantizer"  # the variables collection of a learned dequantizer's parameters
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -68,11 +77,23 @@ def make_optimizer(
 
 
 def init_state(
-    key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation, x_example
+    key: jax.Array,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    x_example,
+    dequantizer: nn.Module | None = None,
 ) -> TrainState:
-    """A fresh state; the EMA starts at the initial parameters."""
+    """A fresh state; the EMA starts at the initial parameters. A `dequantizer`'s
+    parameters are trained alongside, as the collection `DEQUANTIZER` of the variables
+    (which the network's `apply` ignores)."""
     kw = {"y": jnp.zeros((x_example.shape[0],), jnp.int32)} if num_classes(model) else {}
-    params = model.init(key, x_example, jnp.zeros((x_example.shape[0],)), **kw)
+    model_key, dequantizer_key = jax.random.split(key)
+    params = model.init(
+        model_key if dequantizer else key, x_example, jnp.zeros((x_example.shape[0],)), **kw
+    )
+    if dequantizer is not None:
+        dq = dequantizer.init(dequantizer_key, jnp.zeros_like(x_example), x_example)
+        params = {**params, DEQUANTIZER: dq["params"]}
     return TrainState(jnp.zeros((), jnp.int32), params, params, optimizer.init(params))
 
 
@@ -201,6 +222,49 @@ def dsm_loss_fn(
         )  # fmt: skip
         losses = dsm_losses(example_keys, sde, score_fn, x, weighting, time_sampler, reduce_mean)
         return jnp.mean(losses), {}
+
+    return loss_fn
+
+
+def dequantized_loss_fn(
+    sde: AbstractLinearSDE,
+    model: nn.Module,
+    dequantizer: nn.Module,
+    *,
+    time_sampler: AbstractTimeSampler,
+    n_levels: int,
+    data_range: tuple[float, float],
+    output: str = "noise",
+    time_input: str = "t",
+    time_scale: float = 999.0,
+) -> LossFn:
+    """Maximum-likelihood training with variational dequantization (Song, Durkan, Murray &
+    Ermon 2021, sec. 5): the bound on `-log2 P(k) / D` of discrete data k,
+
+        bits_per_dim( -(nll_bound(y) + log q(u | k)) ),  y = lo + (hi - lo) (k + u) / L,
+
+    per example by one draw of `u ~ q` (the dequantizer's reparameterised flow), of t (from
+    `time_sampler`, `UniformTime` or `ImportanceTime`) and of the prior term, minimised
+    jointly in the score network's and the dequantizer's parameters (the variables'
+    `DEQUANTIZER` collection). The batch holds the pipeline's discrete values (no uniform
+    dequantization). The loss is in bits/dim; metric `log_q` is `E log q / (D ln 2)`.
+    """
+    classes = num_classes(model)
+
+    def loss_fn(params, x, labels, example_keys, dropout_key):
+        d = x[0].size
+        dq_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(example_keys)
+        bound_keys = jax.vmap(lambda k: jax.random.fold_in(k, 3))(example_keys)
+        dq_variables = {"params": params[DEQUANTIZER]}
+        y, log_q = dequantize(dequantizer, dq_variables, dq_keys, x, n_levels, data_range)
+        score_fn = ModelScore(
+            model=model, variables=params, sde=sde, output=output, time_input=time_input,
+            time_scale=time_scale, train=True, dropout_key=dropout_key,
+            labels=labels if classes else None,
+        )  # fmt: skip
+        nats = nll_bound_losses(bound_keys, sde, score_fn, y, time_sampler) + log_q
+        bits = bits_per_dim(-nats, x.shape, data_range, n_levels)
+        return jnp.mean(bits), {"log_q": jnp.mean(nats_to_bits_per_dim(log_q, d))}
 
     return loss_fn
 

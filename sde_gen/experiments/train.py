@@ -22,7 +22,7 @@ from .checkpoints import CheckpointStore, NonFiniteStateError, WorkdirLock
 from .config import Settings, check_same_experiment, load
 from .kinds import make_experiment
 from .reporting import MetricsWriter, format_seconds, save_loss_curve
-from .state import TrainState, pmap_train_step, replicate, unreplicate
+from .state import DEQUANTIZER, TrainState, pmap_train_step, replicate, unreplicate
 
 MAX_IN_FLIGHT = 2  # train steps dispatched ahead of the host
 
@@ -75,6 +75,9 @@ def _train(settings: Settings, workdir: str) -> TrainState:
     init_key, train_key, sample_key = jax.random.split(jax.random.key(settings.seed), 3)
     state = experiment.init_state(init_key)
     logging.info("model %s: %s parameters", settings.model.name, f"{count_params(state.params):,}")
+    if DEQUANTIZER in state.params:
+        n = count_params(state.params[DEQUANTIZER])
+        logging.info("dequantizer %s: %s parameters", settings.dequantizer.name, f"{n:,}")
 
     start = 0
     restored = store.restore_latest(state)
