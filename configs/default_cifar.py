@@ -52,11 +52,18 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.classifier_scale = 0.0
     sampling.classifier_workdir = ml_collections.config_dict.placeholder(str)
     # --mode=sample: generate | inpaint | colorize (the first task_examples images of
-    # task_split, restored by the replacement method in the PC sampler; PNG before/after)
+    # task_split, restored by sampling.impute_method with the PC sampler; PNG before/after)
     sampling.task = "generate"
     sampling.inpaint_mask = "right_half"  # left/right/top/bottom_half | center | random
     sampling.task_split = "test"
     sampling.task_examples = 64
+    # how the task imputes (sg.sample_impute's method): replacement (score_sde's) | smc
+    # (sequential Monte Carlo, converges to the exact conditional as num_particles grows;
+    # takes no corrector) | reconstruction_guidance (replacement plus guidance_weight times
+    # the gradient of the reconstruction error of Tweedie's x0)
+    sampling.impute_method = "replacement"
+    sampling.num_particles = 16  # impute_method "smc": particles per image
+    sampling.guidance_weight = 1.0  # impute_method "reconstruction_guidance"
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.checkpoint = "latest"  # latest | all | a step number

@@ -63,6 +63,45 @@ def test_a_bad_value_is_one_config_error_naming_key_and_value(key, value, messag
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"sampling.impute_method": "smcc"}, "unknown config.sampling.impute_method 'smcc'"),
+        ({"sampling.impute_method": "smc", "sampling.num_particles": 0},
+         "config.sampling.num_particles must be a positive integer; got 0"),
+        ({"sampling.impute_method": "reconstruction_guidance", "sampling.guidance_weight": -1.0},
+         r"config.sampling.guidance_weight must lie in \[0, inf\); got -1.0"),
+        ({"sampling.impute_method": "smc", "sampling.method": "pc",
+          "sampling.corrector": "langevin"}, "impute_method='smc' takes no corrector"),
+        ({"sampling.impute_method": "smc", "sampling.method": "pc", "sampling.predictor": "none",
+          "sampling.corrector": "none"}, "needs a predictor or a corrector"),
+    ],
+)  # fmt: skip
+def test_bad_imputation_settings_are_one_config_error(overrides, message):
+    config = load_config("vp_digits")
+    cfg.set_value(config, "sampling.task", "inpaint")
+    for key, value in overrides.items():
+        cfg.set_value(config, key, value)
+    with pytest.raises(cfg.ConfigError, match=message) as error:
+        cfg.load(config)
+    assert "\n" not in str(error.value)
+
+
+def test_imputation_settings_reach_the_task():
+    config = load_config("vp_digits")
+    for key, value in [("sampling.task", "inpaint"), ("sampling.impute_method", "smc"),
+                       ("sampling.num_particles", 8)]:  # fmt: skip
+        cfg.set_value(config, key, value)
+    task = cfg.load(config).sampling.task
+    assert task.sampler.corrector is None  # the fast sampler's task default, without Langevin
+    assert task.impute_options() == {"method": "smc", "num_particles": 8}
+    assert task.describe()["impute_method"] == "smc" and task.describe()["num_particles"] == 8
+    config.sampling.impute_method = "replacement"
+    task = cfg.load(config).sampling.task
+    assert task.impute_options() == {"method": "replacement"}
+    assert type(task.sampler.corrector).__name__ == "LangevinCorrector"
+
+
 def test_class_conditioning_must_match_the_data_sets_classes():
     config = load_config("vp_digits_cond")
     config.model.num_classes = 3

@@ -43,6 +43,10 @@ from ..losses import (
     Weighting,
 )
 from ..sampling import (
+    DEFAULT_GUIDANCE_WEIGHT,
+    DEFAULT_PARTICLES,
+    IMPUTE_METHODS,
+    AbstractGaussianPredictor,
     AbstractSampler,
     FastSampler,
     ODESampler,
@@ -293,13 +297,26 @@ class GuidanceSettings:
 
 @dataclasses.dataclass(frozen=True)
 class TaskSettings:
-    """`--mode=sample` inpainting or colorization: the replacement method in the PC sampler."""
+    """`--mode=sample` inpainting or colorization by `sample_impute`'s `method` with the PC
+    sampler's predictor (and, except for "smc", its corrector)."""
 
     task: str  # "inpaint" | "colorize"
     sampler: AbstractSampler  # a PC sampler
     mask: str | None
     examples: int
     split: str
+    impute_method: str = "replacement"  # one of IMPUTE_METHODS
+    num_particles: int | None = None  # method "smc"
+    guidance_weight: float | None = None  # method "reconstruction_guidance"
+
+    def impute_options(self) -> dict:
+        """The keyword arguments of `sample_impute` that choose and set the method."""
+        options = {"method": self.impute_method}
+        if self.num_particles is not None:
+            options["num_particles"] = self.num_particles
+        if self.guidance_weight is not None:
+            options["guidance_weight"] = self.guidance_weight
+        return options
 
     def describe(self) -> dict:
         return {
@@ -308,6 +325,8 @@ class TaskSettings:
             "examples": self.examples,
             "split": self.split,
             **self.sampler.describe(),
+            "impute_method": self.impute_method,
+            **{k: v for k, v in self.impute_options().items() if k != "method"},
         }
 
 
@@ -681,12 +700,29 @@ def _task(r: _Reader, data: DataSettings) -> TaskSettings | None:
     steps = (r.get("sampling.num_steps", 0) if pc else 0) or r.get("model.num_scales", None)
     if not steps:
         raise ConfigError("config.sampling.task needs sampling.num_steps or model.num_scales")
+    method = r.choice("sampling.impute_method", IMPUTE_METHODS, "replacement")
+    corrector = r.get("sampling.corrector", "langevin") if pc else "langevin"
+    if method == "smc":
+        if pc and str(corrector).lower() != "none":
+            raise ConfigError(
+                f"config.sampling.impute_method='smc' takes no corrector (its weights are the "
+                f"predictor's transition density); set config.sampling.corrector='none', got "
+                f"{corrector!r}"
+            )
+        corrector = "none"
     sampler = _pc_sampler(
         r,
         r.get("sampling.predictor", "reverse_diffusion") if pc else "reverse_diffusion",
-        r.get("sampling.corrector", "langevin") if pc else "langevin",
+        corrector,
         int(steps),
     )
+    if method == "smc" and not isinstance(sampler.predictor, AbstractGaussianPredictor):
+        raise ConfigError(
+            "config.sampling.impute_method='smc' needs a predictor with a Gaussian step "
+            f"(euler_maruyama, reverse_diffusion or ancestral); got {sampler.predictor!r}"
+        )
+    particles = r.integer("sampling.num_particles", DEFAULT_PARTICLES)
+    weight = r.number("sampling.guidance_weight", DEFAULT_GUIDANCE_WEIGHT, low=0)
     mask = r.choice("sampling.inpaint_mask", INPAINT_MASKS) if task == "inpaint" else None
     if len(data.info.shape) != 3:
         raise ConfigError(f"config.sampling.task={task!r} needs images; {data.dataset!r} has none")
@@ -701,6 +737,9 @@ def _task(r: _Reader, data: DataSettings) -> TaskSettings | None:
         mask=mask,
         examples=r.integer("sampling.task_examples", 64),
         split=r.choice("sampling.task_split", data_lib.SPLITS, "test"),
+        impute_method=method,
+        num_particles=particles if method == "smc" else None,
+        guidance_weight=weight if method == "reconstruction_guidance" else None,
     )
 
 

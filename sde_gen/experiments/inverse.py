@@ -1,6 +1,7 @@
-"""Inverse problems of `--mode=sample`: inpainting and colorization of data images by the
-replacement method in the PC sampler (`sde_gen.sample_inpaint` / `sample_colorize`), with
-before/after grids and the error on the restored pixels."""
+"""Inverse problems of `--mode=sample`: inpainting and colorization of data images by
+`sde_gen.sample_inpaint` / `sample_colorize` (the config's `sampling.impute_method`:
+replacement, sequential Monte Carlo or reconstruction guidance, on the PC sampler's
+predictor), with before/after grids and the error on the restored pixels."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def solve_inverse_problem(
     extra: dict | None = None,
 ) -> dict:
     """Degrade the images `x` (a mask of `task.mask`, or the channel mean), restore them with
-    the task's PC sampler and write `before_after.png` (rows of 8 in threes: the original,
+    the task's imputation method and write `before_after.png` (rows of 8 in threes: the original,
     what the sampler sees, the result), `results.npz` and `report.json` (with `extra`, e.g.
     the checkpoint step, first) into `folder`."""
     os.makedirs(folder, exist_ok=True)
@@ -94,7 +95,7 @@ def _pc_options(task: TaskSettings) -> dict:
     s = task.sampler
     return dict(
         predictor=s.predictor, corrector=s.corrector, num_steps=s.num_steps, eps=s.eps,
-        denoise=s.denoise,
+        denoise=s.denoise, **task.impute_options(),
     )  # fmt: skip
 
 

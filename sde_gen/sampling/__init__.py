@@ -26,11 +26,20 @@ from .fast import (
     save_grid,
     time_grid,
 )
-from .impute import COLOR_BASIS, sample_colorize, sample_impute, sample_inpaint
+from .impute import (
+    COLOR_BASIS,
+    DEFAULT_GUIDANCE_WEIGHT,
+    DEFAULT_PARTICLES,
+    IMPUTE_METHODS,
+    sample_colorize,
+    sample_impute,
+    sample_inpaint,
+)
 from .ode import ODESampler, ode_flow, sample_ode
 from .pc import PCSampler, sample_pc
 from .predictors import (
     PREDICTORS,
+    AbstractGaussianPredictor,
     AbstractPredictor,
     AncestralSampling,
     EulerMaruyama,
@@ -60,6 +69,9 @@ def get_sampler(method: str, **settings) -> AbstractSampler:
 __all__ = [
     "AbstractSampler",
     "COLOR_BASIS",
+    "DEFAULT_GUIDANCE_WEIGHT",
+    "DEFAULT_PARTICLES",
+    "IMPUTE_METHODS",
     "FastSampler",
     "ODESampler",
     "PCSampler",
@@ -86,6 +98,7 @@ __all__ = [
     "time_grid",
     "tweedie",
     "AbstractCorrector",
+    "AbstractGaussianPredictor",
     "AbstractPredictor",
     "AncestralSampling",
     "CORRECTORS",

@@ -4,6 +4,7 @@ Song et al. 2021, Algorithms 2-3 and appendix E-F. Each predictor returns `(x, x
 the new sample and its mean before the noise of this step, so that the sampler's final
 step can return the noise-free mean ("denoising").
 
+- `AbstractGaussianPredictor`: a step `N(mean, std^2 I)`; the three below are such steps.
 - `EulerMaruyama`: Euler-Maruyama on the reverse SDE; any `AbstractSDE`.
 - `ReverseDiffusion`: `x <- x - f + G^2 s + G z` with the forward discretization
   `(f, G) = sde.discretize(x, t_next, t)`; any `AbstractSDE` (exact kernel for linear ones).
@@ -61,37 +62,55 @@ class AbstractPredictor(eqx.Module):
         """Returns `(x_next, x_next_mean)`; t and t_next are scalars with t_next < t."""
 
 
-class EulerMaruyama(AbstractPredictor):
-    """`x <- x + [f - g^2 s] dt + g sqrt(|dt|) z` with dt = t_next - t < 0."""
+class AbstractGaussianPredictor(AbstractPredictor):
+    """A predictor whose step is a Gaussian with isotropic covariance,
+    `x_next ~ N(mean(x, t, t_next), std(t, t_next)^2 I)`, the std the same for every
+    example. Subclasses give `mean_and_std`; the step draws the noise. Sequential Monte
+    Carlo imputation (`sample_impute(method="smc")`) weights its particles by this density.
+    """
+
+    @abc.abstractmethod
+    def mean_and_std(
+        self,
+        sde: AbstractSDE,
+        score_fn: ScoreFn,
+        x: Array,
+        t: Array,
+        t_next: Array,
+    ) -> tuple[Array, Array]:
+        """`(mean, std)`: the step's mean (shaped like x) and its std (a scalar or `(B,)`)."""
 
     def __call__(self, key, sde, score_fn, x, t, t_next):
-        dt = t_next - t
-        x_mean = x + sde.reverse(score_fn).drift(x, t) * dt
-        noise = jax.random.normal(key, x.shape, x.dtype)
-        g = batch_broadcast(sde.diffusion(t), x)
-        return x_mean + g * jnp.sqrt(-dt) * noise, x_mean
-
-
-class ReverseDiffusion(AbstractPredictor):
-    """Reverse the forward discretization: `x <- x - f + G^2 s + G z`."""
-
-    def __call__(self, key, sde, score_fn, x, t, t_next):
-        f, big_g = sde.discretize(x, t_next, t)
-        big_g = batch_broadcast(big_g, x)
-        x_mean = x - f + big_g**2 * score_fn(x, batch_times(t, x))
-        noise = jax.random.normal(key, x.shape, x.dtype)
-        return x_mean + big_g * noise, x_mean
-
-
-class AncestralSampling(AbstractPredictor):
-    """Sample the forward chain's posterior given Tweedie's estimate of x_0."""
-
-    def __call__(self, key, sde, score_fn, x, t, t_next):
-        sde = require_linear(sde, "the ancestral predictor")
-        x0_hat = tweedie(sde, score_fn, x, t)
-        mean, std = sde.bridge(x0_hat, x, t_next, t)
+        mean, std = self.mean_and_std(sde, score_fn, x, t, t_next)
         noise = jax.random.normal(key, x.shape, x.dtype)
         return mean + batch_broadcast(std, x) * noise, mean
+
+
+class EulerMaruyama(AbstractGaussianPredictor):
+    """`x <- x + [f - g^2 s] dt + g sqrt(|dt|) z` with dt = t_next - t < 0."""
+
+    def mean_and_std(self, sde, score_fn, x, t, t_next):
+        dt = t_next - t
+        x_mean = x + sde.reverse(score_fn).drift(x, t) * dt
+        return x_mean, sde.diffusion(t) * jnp.sqrt(-dt)
+
+
+class ReverseDiffusion(AbstractGaussianPredictor):
+    """Reverse the forward discretization: `x <- x - f + G^2 s + G z`."""
+
+    def mean_and_std(self, sde, score_fn, x, t, t_next):
+        f, std = sde.discretize(x, t_next, t)
+        big_g = batch_broadcast(std, x)
+        return x - f + big_g**2 * score_fn(x, batch_times(t, x)), std
+
+
+class AncestralSampling(AbstractGaussianPredictor):
+    """Sample the forward chain's posterior given Tweedie's estimate of x_0."""
+
+    def mean_and_std(self, sde, score_fn, x, t, t_next):
+        sde = require_linear(sde, "the ancestral predictor")
+        x0_hat = tweedie(sde, score_fn, x, t)
+        return sde.bridge(x0_hat, x, t_next, t)
 
 
 PREDICTORS = {
