@@ -13,6 +13,14 @@ recomputes the metrics). Also reports the same metric for held-out real data (th
 split against the reference split): the floor that sampler error cannot go below.
 
 Prints a markdown table and writes a PNG plot of FID against NFE.
+
+    python benchmarks/sampler_fid.py --workdir=runs/digits --optimized-grids unipc,dpm_solver_3m
+        [--budgets 5,10] [--fit-samples 256]
+
+instead compares, per solver and NFE budget, the log-SNR grid with a grid fitted to the
+model by `sg.optimize_grid` (on `--fit-samples` prior draws of another key than the eval
+samples'; saved under the run's `eval/grids/` and read back through
+`config.sampling.grid=PATH.npy`, as a user would).
 """
 
 from __future__ import annotations
@@ -67,8 +75,12 @@ def main(argv=None) -> None:
     parser.add_argument("--budgets", default="10,20", help="NFE budgets of the fast solvers")
     parser.add_argument("--pc-steps", type=int, default=1000)
     parser.add_argument("--plot", default="docs/sampler_fid.png")
+    parser.add_argument("--optimized-grids", default=None, help="solvers: fitted vs log-SNR grids")
+    parser.add_argument("--fit-samples", type=int, default=256)
     args = parser.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
+    if args.optimized_grids:
+        return compare_grids(args, args.optimized_grids.split(","), budgets)
 
     config = load_config(args.config)
     config.eval.num_samples = args.num_samples
@@ -103,6 +115,51 @@ def main(argv=None) -> None:
     print(f"| real data (train split, {len(real)} examples) | - | {floor:.2f} | | |\n")
     save_plot(args.plot, rows, floor, prefix + "fid")
     print(f"plot: {args.plot}")
+
+
+def compare_grids(args, solvers, budgets) -> None:
+    import sde_gen as sg
+
+    config = load_config(args.config)
+    config.eval.num_samples = args.num_samples
+    experiment = make_experiment(experiments.load(config))
+    step, params = latest_params(experiment, args.workdir)
+    prefix = METRIC_PREFIX[experiment.settings.eval.features]
+    score_fn = experiment.score_fn(params)
+    folder = os.path.join(args.workdir, "eval", "grids")
+    os.makedirs(folder, exist_ok=True)
+    print(f"# Fitted grids: {args.workdir} step {step}, {args.num_samples} samples")
+    print(f"# {platform.processor() or platform.machine()}, jax {jax.__version__}\n")
+    print(f"| solver | NFE | grid | {prefix}fid | {prefix}kid | fit seconds |")
+    print("|---|---:|---|---:|---:|---:|")
+    for name in solvers:
+        per_step = FAST_SOLVERS[name].evals_per_step
+        for budget in budgets:
+            steps = (budget - 1) // per_step  # and the final Tweedie step, as in the table above
+            shape = (args.fit_samples, *experiment.info.shape)
+            start = time.perf_counter()
+            grid = sg.optimize_grid(
+                jax.random.key(123), experiment.sde, score_fn, shape, name, steps
+            )
+            fit_seconds = time.perf_counter() - start
+            path = os.path.join(folder, f"{name}_{steps}_step{step}.npy")
+            sg.save_grid(path, grid, method=name, workdir_step=step)
+            for grid_setting, label, seconds in (
+                ("logsnr", "log-SNR", None),
+                (path, "fitted", fit_seconds),
+            ):
+                config.sampling.update(
+                    method="fast", fast_solver=name, grid=grid_setting, num_steps=steps
+                )  # fmt: skip
+                run = make_experiment(experiments.load(config))
+                samples, timing = run.generate_samples(args.workdir, step, params)
+                quality = run.quality(args.workdir, samples)
+                fit = "-" if seconds is None else f"{seconds:.0f}"
+                print(
+                    f"| {name} | {int(timing['nfe'])} | {label} | {quality[prefix + 'fid']:.2f} | "
+                    f"{quality[prefix + 'kid']:.2f} | {fit} |",
+                    flush=True,
+                )
 
 
 def save_plot(path: str, rows, floor: float, metric: str) -> None:

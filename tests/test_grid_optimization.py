@@ -128,3 +128,29 @@ def test_the_sampler_chooses_the_rule_per_grid_and_names_it():
     d2 = sg.FastSampler(sg.DPMSolverMultistep(3, d2_weight="reference"), 12)
     assert d2.describe()["solver"]["d2_weight"] == "reference"
     assert d2.run_name() != sg.FastSampler("dpm_solver++_3m", 12).run_name()
+
+
+def test_a_saved_grid_is_a_config_setting_and_its_step_count_is_checked(tmp_path):
+    """`--config.sampling.grid=PATH.npy` samples on a grid written by `save_grid` (the
+    eval and sample modes then use the fitted grid); a contradicting `num_steps` or a
+    missing file is one ConfigError naming it."""
+    import os
+
+    from sde_gen.experiments import config as cfg
+    from sde_gen.sampling.fast.grids import make_grid
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    times = np.asarray(make_grid(sg.VPSDE(), 9, "quadratic", 1e-3, 7.0))
+    path = str(tmp_path / "grid.npy")
+    sg.save_grid(path, times, method="unipc")
+    config = cfg.load_file(os.path.join(root, "configs", "vp_digits.py"))
+    config.sampling.update(grid=path, num_steps=0)
+    sampler = cfg.load(config).sampling.sampler
+    assert sampler.num_steps == 9 and np.array_equal(np.asarray(sampler.grid), times)
+    assert sampler.run_name().startswith("fast-unipc-explicit-9-")
+    config.sampling.num_steps = 5
+    with pytest.raises(cfg.ConfigError, match="num_steps=5, but the grid .* has 9 steps"):
+        cfg.load(config)
+    config.sampling.update(grid=str(tmp_path / "missing.npy"), num_steps=0)
+    with pytest.raises(cfg.ConfigError, match="missing.npy': no such file"):
+        cfg.load(config)

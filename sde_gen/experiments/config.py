@@ -53,6 +53,7 @@ from ..sampling import (
     PCSampler,
     SDESampler,
     get_fast_solver,
+    load_grid,
 )
 from ..sde import VESDE, VPSDE, AbstractLinearSDE, SubVPSDE
 
@@ -655,9 +656,36 @@ def _sampler(r: _Reader) -> AbstractSampler:
         options = dict(options.to_dict() if hasattr(options, "to_dict") else options or {})
         solver = get_fast_solver(r.get("sampling.fast_solver", "dpm_solver_3m"), **options)
         grid = r.get("sampling.grid", "logsnr")
+        if isinstance(grid, str) and grid.endswith(".npy"):
+            grid, steps = _grid_file(grid, steps)
         return FastSampler(solver, steps or FAST_DEFAULT_STEPS, grid, eps=eps, denoise=denoise)
+    except ConfigError:
+        raise
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config.sampling: {error}") from None
+
+
+def _grid_file(path: str, steps: int | None) -> tuple[np.ndarray, int]:
+    """The times of a grid saved by `sde_gen.save_grid` (e.g. fitted by `optimize_grid`),
+    and its step count, which `sampling.num_steps` (0 for the file's) must not contradict."""
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"config.sampling.grid={path!r}: no such file (a .npy grid written by "
+            "sde_gen.save_grid, or a grid name: logsnr, uniform, karras, quadratic)"
+        )
+    try:
+        times, _ = load_grid(path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"config.sampling.grid={path!r} cannot be read: {error}") from None
+    times = np.asarray(times, np.float64)
+    if times.ndim != 1 or len(times) < 2:
+        raise ConfigError(f"config.sampling.grid={path!r} holds {times.shape}, not a 1-D grid")
+    if steps is not None and steps != len(times) - 1:
+        raise ConfigError(
+            f"config.sampling.num_steps={steps}, but the grid {path!r} has {len(times) - 1} "
+            "steps (set num_steps=0 to take the file's)"
+        )
+    return times, len(times) - 1
 
 
 def _guidance(r: _Reader, network, data: DataSettings) -> GuidanceSettings:
