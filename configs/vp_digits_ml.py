@@ -19,7 +19,7 @@ def get_config():
     training = config.training
     training.likelihood_weighting = True
     training.importance_sampling = True
-    training.n_iters = 20000
+    training.n_iters = 10000
     training.snapshot_freq = 5000
     training.snapshot_freq_for_preemption = 1000
 
