@@ -75,6 +75,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.classifier_steps = 1500  # training steps of the domain classifier
     evaluate.reference_split = "test"
     evaluate.reference_examples = 10_000
+    # a shared .npz of reference statistics (pytorch-fid / clean-fid mu and sigma, score_sde's
+    # cifar10_stats.npz pool_3 features), used instead of computing them on reference_split
+    evaluate.reference_stats = ml_collections.config_dict.placeholder(str)
     evaluate.enable_bpd = False
     evaluate.bpd_dataset = "test"
     evaluate.bpd_num_examples = 0  # 0: the whole split

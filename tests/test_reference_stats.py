@@ -1,10 +1,17 @@
 """Reference statistics from the files people share (pytorch-fid / clean-fid mu and sigma,
-score_sde's pool_3 features, clean-fid's KID features) and the checks on them."""
+score_sde's pool_3 features, clean-fid's KID features), the checks on them, and the eval
+setting that uses them."""
+
+import os
 
 import numpy as np
 import pytest
 
 from sde_gen import metrics
+from sde_gen.experiments import config as cfg
+from sde_gen.experiments import quality
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def features(n=40, d=8, seed=0):
@@ -85,3 +92,103 @@ def test_a_bad_statistics_file_is_one_line_naming_it_and_the_fault(tmp_path):
         assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
     with pytest.raises(FileNotFoundError, match="set config.eval.reference_stats"):
         metrics.load_reference_stats(str(tmp_path / "absent.npz"))
+
+
+def load_config(name):
+    return cfg.load_file(os.path.join(ROOT, "configs", f"{name}.py"))
+
+
+def test_reference_stats_setting_is_checked_before_sampling(tmp_path):
+    import tensorflow_datasets as tfds
+
+    config = load_config("vp_digits")
+    config.eval.reference_stats = "cifar10_stats.npz"
+    with pytest.raises(cfg.ConfigError, match="features resolves to 'classifier'"):
+        cfg.load(config)
+
+    weights = tmp_path / "inception_fid.npz"
+    weights.write_bytes(b"")  # only its existence is checked here
+    config = load_config("vp_cifar")
+    config.eval.inception_weights = str(weights)
+    x = features(n=10, d=2048)
+    np.savez(tmp_path / "good.npz", pool_3=x)
+    np.savez(tmp_path / "small.npz", pool_3=x[:, :8])
+    (tmp_path / "text.npz").write_text("mu,sigma\n")
+    with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+        for name, message in [
+            ("small.npz", r"pool_3 has shape \(10, 8\); expected \(n >= 2, 2048\) features$"),
+            ("text.npz", r"not a readable \.npz file"),
+        ]:
+            path = str(tmp_path / name)
+            config.eval.reference_stats = path
+            with pytest.raises(cfg.ConfigError, match=message) as err:
+                cfg.load(config).eval.check_feature_weights()
+            assert str(err.value).startswith(f"config.eval.reference_stats={path!r}: ")
+            assert str(err.value).count(path) == 1 and "\n" not in str(err.value)
+        config.eval.reference_stats = str(tmp_path / "absent.npz")
+        with pytest.raises(cfg.ConfigError, match="reference statistics not found at"):
+            cfg.load(config).eval.check_feature_weights()
+        config.eval.reference_stats = str(tmp_path / "good.npz")
+        cfg.load(config).eval.check_feature_weights()
+
+
+class FakeInceptionSpace:
+    """What sample_quality asks of a feature space, without the 24M-parameter network."""
+
+    kind = "inception"
+    extra = {"feature_extractor": "test features"}
+
+    def __call__(self, x):
+        return {"features": np.asarray(x, np.float64).reshape(len(x), -1)}
+
+
+def test_the_report_names_the_statistics_file_and_skips_kid_without_features(tmp_path):
+    x = features(n=60)
+    samples = features(n=60, seed=1)
+    np.savez(tmp_path / "mu_sigma.npz", mu=x.mean(0), sigma=np.cov(x, rowvar=False))
+    np.savez(tmp_path / "pool.npz", pool_3=x)
+    reports = {}
+    for name in ("mu_sigma.npz", "pool.npz"):
+        ref = metrics.load_reference_stats(str(tmp_path / name), dim=8)
+        reference = quality.Reference(
+            ref.stats, ref.features, {"reference_split": "train", **ref.describe()}
+        )
+        reports[name] = quality.sample_quality(samples, FakeInceptionSpace(), reference)
+    a, b = reports["mu_sigma.npz"], reports["pool.npz"]
+    assert a["fid"] == pytest.approx(b["fid"], rel=1e-9) and a["fid"] > 0
+    assert "kid" not in a and "precision" not in a and {"kid", "precision", "recall"} <= set(b)
+    assert a["reference_stats"] == str(tmp_path / "mu_sigma.npz")
+    assert a["reference_examples"] is None and b["reference_examples"] == 60
+    assert b["reference_stats_sha256"] == metrics.sha256_of_file(str(tmp_path / "pool.npz"))
+    assert b["reference_split"] == "train" and b["feature_extractor"] == "test features"
+
+
+@pytest.mark.slow  # builds the 24M-parameter network and runs it on four images
+def test_an_inception_report_names_extractor_weights_split_and_statistics_file(tmp_path):
+    import jax
+
+    from sde_gen.data import DataInfo
+    from sde_gen.metrics import inception
+
+    weights = str(tmp_path / "inception_fid.npz")
+    source = {"file": "pt_inception-2015-12-05-6726825d.pth", "sha256": "6726825d" + "0" * 56}
+    inception.save_variables(weights, inception.init_random(jax.random.key(0), 75), source)
+    stats_file = str(tmp_path / "cifar10_stats.npz")
+    np.savez(stats_file, pool_3=features(n=20, d=2048))
+    info = DataInfo("cifar10", (32, 32, 3), 256, (-1.0, 1.0), 50_000)
+    never = lambda split, limit: pytest.fail("the statistics file replaces the data")  # noqa: E731
+    space = quality.FeatureSpace(
+        "inception", info, str(tmp_path), never, data_key={}, inception_weights=weights
+    )
+    reference = space.reference("train", 50_000, stats_file)
+    samples = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3))
+    report = quality.sample_quality(samples, space, reference)
+    assert report["feature_extractor"] == inception.FEATURE_EXTRACTOR
+    assert report["inception_weights"] == weights
+    assert report["inception_weights_sha256"] == metrics.sha256_of_file(weights)
+    assert report["inception_weights_converted_from"] == source["file"]
+    assert report["inception_weights_converted_from_sha256"] == source["sha256"]
+    assert report["reference_split"] == "train" and report["reference_examples"] == 20
+    assert report["reference_stats"] == stats_file
+    assert report["reference_stats_format"] == "score_sde_pool_3"
+    assert np.isfinite(report["fid"]) and np.isfinite(report["kid"])
