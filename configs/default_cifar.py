@@ -130,3 +130,12 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config.seed = 42
     config.distributed = False  # jax.distributed.initialize() for multi-host runs
     return config
+
+
+def score_sde_fid_protocol(evaluate: ml_collections.ConfigDict) -> None:
+    """score_sde's CIFAR-10 FID: 50,000 samples against the 50,000 training images, whose
+    pool3 features its `cifar10_stats.npz` holds (`eval.reference_stats=PATH` uses that
+    file instead of computing them; see docs/interop.md#fid)."""
+    evaluate.num_samples = 50_000
+    evaluate.reference_split = "train"
+    evaluate.reference_examples = 50_000

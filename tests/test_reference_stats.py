@@ -98,6 +98,22 @@ def load_config(name):
     return cfg.load_file(os.path.join(ROOT, "configs", f"{name}.py"))
 
 
+def test_cifar_configs_follow_score_sdes_protocol_and_digits_keep_theirs():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+        for name in ("vp_cifar", "ve_cifar", "subvp_cifar", "ddpm_cifar", "vp_cifar_ml"):
+            ev = cfg.load(load_config(name)).eval
+            assert (ev.num_samples, ev.reference_split, ev.reference_examples) == (
+                50_000, "train", 50_000,
+            ), name  # fmt: skip
+            assert ev.features == "inception" and ev.reference_stats is None
+        ev = cfg.load(load_config("classifier_cifar")).eval  # accuracy on the test split
+        assert ev.reference_split == "test"
+    ev = cfg.load(load_config("vp_digits")).eval
+    assert (ev.num_samples, ev.reference_split, ev.reference_examples) == (1000, "test", 10_000)
+
+
 def test_reference_stats_setting_is_checked_before_sampling(tmp_path):
     import tensorflow_datasets as tfds
 
