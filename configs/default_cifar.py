@@ -75,6 +75,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.classifier_steps = 1500  # training steps of the domain classifier
     evaluate.reference_split = "test"
     evaluate.reference_examples = 10_000
+    # a shared .npz of reference statistics (pytorch-fid / clean-fid mu and sigma, score_sde's
+    # cifar10_stats.npz pool_3 features), used instead of computing them on reference_split
+    evaluate.reference_stats = ml_collections.config_dict.placeholder(str)
     evaluate.enable_bpd = False
     evaluate.bpd_dataset = "test"
     evaluate.bpd_num_examples = 0  # 0: the whole split
@@ -127,3 +130,12 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config.seed = 42
     config.distributed = False  # jax.distributed.initialize() for multi-host runs
     return config
+
+
+def score_sde_fid_protocol(evaluate: ml_collections.ConfigDict) -> None:
+    """score_sde's CIFAR-10 FID: 50,000 samples against the 50,000 training images, whose
+    pool3 features its `cifar10_stats.npz` holds (`eval.reference_stats=PATH` uses that
+    file instead of computing them; see docs/interop.md#fid)."""
+    evaluate.num_samples = 50_000
+    evaluate.reference_split = "train"
+    evaluate.reference_examples = 50_000

@@ -6,7 +6,7 @@ The network sees the noise std through Gaussian Fourier features and divides its
 by it (`scale_by_sigma`), so its output is read as the score.
 """
 
-from configs.default_cifar import get_default_configs
+from configs.default_cifar import get_default_configs, score_sde_fid_protocol
 from configs.vp_cifar import ddpmpp
 
 
@@ -27,4 +27,5 @@ def get_config():
     model.output = "score"
     model.time_input = "std"
     model.ema_rate = 0.999
+    score_sde_fid_protocol(config.eval)
     return config

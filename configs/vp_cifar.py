@@ -1,11 +1,17 @@
 """DDPM++ cont. (VP) on CIFAR-10: score_sde's `vp/cifar10_ddpmpp_continuous.py`.
 
     python launch.py --config=configs/vp_cifar.py --mode=train --workdir=runs/vp_cifar
+    python launch.py --config=configs/vp_cifar.py --mode=eval --workdir=runs/vp_cifar \
+      --config.eval.inception_weights=inception_fid.npz \
+      --config.eval.reference_stats=cifar10_stats.npz
 
-Needs the tfds `cifar10` data set prepared under `--config.data.data_dir`.
+Needs the tfds `cifar10` data set prepared under `--config.data.data_dir`. The FID follows
+score_sde's protocol (50,000 samples against the training set); the two files are
+pytorch-fid's Inception weights converted once and score_sde's statistics of the training
+set (without `reference_stats`, computed from the data): see docs/interop.md#fid.
 """
 
-from configs.default_cifar import get_default_configs
+from configs.default_cifar import get_default_configs, score_sde_fid_protocol
 
 
 def ddpmpp(model) -> None:
@@ -44,4 +50,5 @@ def get_config():
     config.data.centered = True
     ddpmpp(config.model)
     config.model.ema_rate = 0.9999
+    score_sde_fid_protocol(config.eval)
     return config

@@ -43,6 +43,7 @@ LONGEST_FIRST = (
     "test_short_runs_improve_k_and_eval_reports_it",
     "test_noise_conditional_classifier_learns_the_bayes_classifier",
     "test_random_weights_forward_save_load_and_torch_conversion",
+    "test_pool3_and_logits_equal_pytorch_fids_on_the_same_weights",
     "test_shapes_the_class_embedding_and_its_effect",
     "test_resumed_run_equals_the_uninterrupted_one_bit_for_bit",
 )

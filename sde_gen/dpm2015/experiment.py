@@ -152,7 +152,9 @@ class ChainExperiment(AbstractExperiment):
         report = {"step": step, **self.bound_report(ema_params, x, key)}
         chain, reverse = reverse_fn(self.network, ema_params)
         n = ev.num_samples
-        samples = np.asarray(chain.sample(jax.random.fold_in(key, 1), reverse, (n, self.network.dim)))
+        samples = np.asarray(
+            chain.sample(jax.random.fold_in(key, 1), reverse, (n, self.network.dim))
+        )
         folder = os.path.join(workdir, "eval")
         os.makedirs(folder, exist_ok=True)
         np.savez(os.path.join(folder, f"samples_{step}_dpm2015.npz"), samples=samples)
@@ -165,7 +167,9 @@ class ChainExperiment(AbstractExperiment):
                 data_key={"dataset": self.info.name}, inception_weights=ev.inception_weights,
                 classifier_steps=ev.classifier_steps,
             )  # fmt: skip
-            reference = space.reference(ev.reference_split, ev.reference_examples)
+            reference = space.reference(
+                ev.reference_split, ev.reference_examples, ev.reference_stats
+            )
             images = samples.reshape(n, *self.info.shape)
             density = data_lib.exact_density(self.info.name)
             report.update(sample_quality(images, space, reference, exact_density=density))
@@ -187,7 +191,9 @@ class ChainExperiment(AbstractExperiment):
         np.savez(os.path.join(folder, "samples.npz"), samples=states[-1])
         _save_samples(os.path.join(folder, "samples.png"), states[-1][:400], info)
         if dim == 2:
-            forward = np.asarray(chain.forward_trajectory(jax.random.fold_in(key, 1), jnp.asarray(x)))
+            forward = np.asarray(
+                chain.forward_trajectory(jax.random.fold_in(key, 1), jnp.asarray(x))
+            )
             save_trajectories(os.path.join(folder, "trajectories.png"), forward, states)
         if info.n_levels is not None:
             images = x[:32].reshape(-1, *info.shape)

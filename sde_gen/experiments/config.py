@@ -42,6 +42,7 @@ from ..losses import (
     UniformTime,
     Weighting,
 )
+from ..metrics import load_reference_stats
 from ..sampling import (
     DEFAULT_GUIDANCE_WEIGHT,
     DEFAULT_PARTICLES,
@@ -349,6 +350,7 @@ class EvalSettings:
     classifier_steps: int
     reference_split: str
     reference_examples: int
+    reference_stats: str | None  # a shared statistics file used instead of reference_split
     enable_bpd: bool
     bpd_dataset: str
     bpd_num_examples: int | None
@@ -362,7 +364,7 @@ class EvalSettings:
 
     def check_feature_weights(self) -> None:
         """Before any sampling: the FID Inception weights exist where sample quality needs
-        them."""
+        them, and a reference statistics file (`eval.reference_stats`) is one."""
         weights = self.inception_weights
         if self.features == "inception" and self.enable_sampling:
             if not (weights and os.path.isfile(weights)):
@@ -371,6 +373,14 @@ class EvalSettings:
                     "need the FID Inception weights as a local .npz file "
                     "(eval.inception_weights=PATH), or choose eval.features='classifier' or 'data'"
                 )
+            if self.reference_stats is not None:
+                try:
+                    load_reference_stats(self.reference_stats)
+                except (OSError, ValueError) as error:
+                    fault = str(error).removeprefix(f"{self.reference_stats}: ")
+                    raise ConfigError(
+                        f"config.eval.reference_stats={self.reference_stats!r}: {fault}"
+                    ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -797,6 +807,13 @@ def _eval(r: _Reader, data: DataSettings, num_devices: int) -> EvalSettings:
     features = _features(r, data.info)
     enable_sampling = r.flag("eval.enable_sampling", True)
     weights = r.string("eval.inception_weights")
+    stats = r.string("eval.reference_stats") or None
+    if stats is not None and features != "inception":
+        raise ConfigError(
+            f"config.eval.reference_stats={stats!r} holds Inception pool3 statistics, but "
+            f"config.eval.features resolves to {features!r}: set eval.features='inception' "
+            "or drop eval.reference_stats"
+        )
     limit = r.integer("eval.bpd_num_examples", 0, low=0) or None
     return EvalSettings(
         checkpoint=checkpoint,
@@ -808,6 +825,7 @@ def _eval(r: _Reader, data: DataSettings, num_devices: int) -> EvalSettings:
         classifier_steps=r.integer("eval.classifier_steps", 1500),
         reference_split=r.choice("eval.reference_split", data_lib.SPLITS, "test"),
         reference_examples=r.integer("eval.reference_examples", 10_000),
+        reference_stats=stats,
         enable_bpd=r.flag("eval.enable_bpd"),
         bpd_dataset=r.choice("eval.bpd_dataset", data_lib.SPLITS, "test"),
         bpd_num_examples=limit,

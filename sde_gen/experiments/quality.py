@@ -8,6 +8,8 @@ classifier's score) of samples against data, in one of three feature spaces.
 Everything here takes arrays, a data loader and a cache folder, never a config. Cached
 files (the domain classifier, reference statistics) are named by a hash of every setting
 they depend on, so a changed setting makes a fresh cache instead of reusing a stale one.
+Reference statistics can also come from a shared file (pytorch-fid, clean-fid, score_sde;
+`sde_gen.metrics.load_reference_stats`), which is what makes a FID comparable to a paper's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,12 +41,13 @@ def cache_key(**settings) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _file_digest(path: str) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:10]
+class Reference(NamedTuple):
+    """Reference statistics, their features (`None` when a statistics file holds only mu
+    and sigma: then no KID and no precision/recall), and what the report says of them."""
+
+    stats: metrics_lib.FeatureStats
+    features: np.ndarray | None
+    info: dict
 
 
 def _to_unit(x, data_range):
@@ -73,11 +77,21 @@ class FeatureSpace:
         self.kind, self.info, self.cache_dir, self.extra = kind, info, cache_dir, {}
         self.load_split = load_split
         self.key = {"features": kind, **data_key}
+        self._references: dict = {}
         if kind == "inception":
             variables = inception.load_inception(inception_weights)
             net = inception.FIDInception()
             self._apply = jax.jit(lambda x: net.apply(variables, x))
-            self.key["inception_weights"] = _file_digest(inception_weights)
+            digest = metrics_lib.sha256_of_file(inception_weights)
+            self.key["inception_weights"] = digest[:10]
+            source = inception.weights_source(inception_weights)
+            self.extra.update(
+                feature_extractor=inception.FEATURE_EXTRACTOR,
+                inception_weights=os.path.abspath(inception_weights),
+                inception_weights_sha256=digest,
+                inception_weights_converted_from=source.get("file"),
+                inception_weights_converted_from_sha256=source.get("sha256"),
+            )
         elif kind == "classifier":
             self.key["classifier_steps"] = classifier_steps
             path = os.path.join(cache_dir, f"classifier_{info.name}_{cache_key(**self.key)}.npz")
@@ -100,59 +114,81 @@ class FeatureSpace:
             "logits": np.concatenate([np.asarray(o["logits"]) for o in outs]),
         }
 
-    def reference(self, split: str, examples: int):
+    def reference(self, split: str, examples: int, stats_file: str | None = None) -> Reference:
         """Feature statistics and features (for KID) of the first `examples` of `split`,
-        cached by everything they depend on."""
+        cached by everything they depend on; or, with `stats_file`, the statistics that
+        file holds (computed elsewhere on `split`, which the report records)."""
+        args = (split, examples, stats_file)
+        if args not in self._references:
+            if stats_file is None:
+                self._references[args] = self._computed_reference(split, examples)
+            else:
+                self._references[args] = self._file_reference(split, stats_file)
+        return self._references[args]
+
+    def _file_reference(self, split: str, stats_file: str) -> Reference:
+        if self.kind != "inception":
+            raise ValueError(
+                f"reference statistics from a file ({stats_file}) are Inception pool3 "
+                f"statistics; this feature space is {self.kind!r}"
+            )
+        ref = metrics_lib.load_reference_stats(stats_file, dim=2048)
+        return Reference(ref.stats, ref.features, {"reference_split": split, **ref.describe()})
+
+    def _computed_reference(self, split: str, examples: int) -> Reference:
         key = cache_key(**self.key, split=split, examples=examples)
         path = os.path.join(self.cache_dir, f"reference_{self.kind}_{self.info.name}_{key}.npz")
+        stats = features = None
         if os.path.exists(path):
             try:
                 with np.load(path) as f:
                     stats = metrics_lib.FeatureStats(f["mu"], f["sigma"], int(f["n"]))
-                    return stats, f["features"]
+                    features = f["features"]
             except (OSError, ValueError, KeyError):  # a torn cache file: compute it again
-                pass
-        x, _ = self.load_split(split, examples)
-        features = self(x)["features"]
-        stats = metrics_lib.feature_stats(features)
-        os.makedirs(self.cache_dir, exist_ok=True)
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, mu=stats.mu, sigma=stats.sigma, n=stats.n, features=features)
-        os.replace(tmp, path)
-        return stats, features
+                stats = None
+        if stats is None:
+            x, _ = self.load_split(split, examples)
+            features = self(x)["features"]
+            stats = metrics_lib.feature_stats(features)
+            os.makedirs(self.cache_dir, exist_ok=True)
+            tmp = path + ".tmp.npz"
+            np.savez(tmp, mu=stats.mu, sigma=stats.sigma, n=stats.n, features=features)
+            os.replace(tmp, path)
+        info = {"reference_split": split, "reference_examples": stats.n, "reference_stats": None}
+        return Reference(stats, features, info)
 
 
 def sample_quality(
     samples: np.ndarray,
     space: FeatureSpace,
-    reference: tuple,
+    reference: Reference,
     labels: np.ndarray | None = None,
     exact_density=None,
 ) -> dict:
     """FID / KID, improved precision and recall (and IS or the classifier score) of
-    `samples` against `reference = (stats, features)` in `space`. With the classes the
+    `samples` against `reference` in `space` (KID and precision/recall only when the
+    reference has features), and what the reference is. With the classes the
     samples were drawn for (`labels`) and the classifier feature space, also
     `classifier_accuracy`. With the data's exact density (an `AbstractAnalyticDensity`), the
     mean log-density of the samples and of fresh data, and the total variation of the
     samples' component weights from the true ones."""
-    ref_stats, ref_features = reference
+    ref_stats, ref_features, ref_info = reference
     out = space(samples)
     stats = metrics_lib.feature_stats(out["features"])
-    kid, kid_std = metrics_lib.kernel_distance(
-        out["features"], ref_features, num_subsets=50, subset_size=min(1000, len(samples))
-    )
     prefix = METRIC_PREFIX[space.kind]
-    n_pr = min(len(samples), len(ref_features), 5000)
-    precision, recall = metrics_lib.precision_recall(ref_features[:n_pr], out["features"][:n_pr])
-    report = {
-        f"{prefix}fid": metrics_lib.frechet_distance(stats, ref_stats),
-        f"{prefix}kid": kid,
-        f"{prefix}kid_std": kid_std,
-        f"{prefix}precision": precision,
-        f"{prefix}recall": recall,
-        "features": space.kind,
-        **space.extra,
-    }
+    report = {f"{prefix}fid": metrics_lib.frechet_distance(stats, ref_stats)}
+    if ref_features is not None:
+        kid, kid_std = metrics_lib.kernel_distance(
+            out["features"], ref_features, num_subsets=50, subset_size=min(1000, len(samples))
+        )
+        n_pr = min(len(samples), len(ref_features), 5000)
+        features = out["features"][:n_pr]
+        precision, recall = metrics_lib.precision_recall(ref_features[:n_pr], features)
+        report.update({
+            f"{prefix}kid": kid, f"{prefix}kid_std": kid_std,
+            f"{prefix}precision": precision, f"{prefix}recall": recall,
+        })  # fmt: skip
+    report.update(features=space.kind, **space.extra, **ref_info)
     if labels is not None and space.kind == "classifier":
         report["classifier_accuracy"] = float(np.mean(out["logits"].argmax(-1) == labels))
     if "logits" in out:

@@ -246,7 +246,7 @@ class ScoreExperiment(AbstractExperiment):
         """Sample quality of `samples` against the eval reference split."""
         ev = self.settings.eval
         space = self.feature_space(workdir)
-        reference = space.reference(ev.reference_split, ev.reference_examples)
+        reference = space.reference(ev.reference_split, ev.reference_examples, ev.reference_stats)
         density = data_lib.exact_density(self.info.name)
         return sample_quality(samples, space, reference, labels, exact_density=density)
 

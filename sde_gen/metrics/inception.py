@@ -10,7 +10,10 @@ Weights cannot be downloaded here: `load_inception(path)` reads them from a loca
 whose keys are the '/'-joined parameter paths of this module (`params/Conv2d_1a_3x3/conv/
 kernel`, `batch_stats/Mixed_5b/branch1x1/bn/mean`, ...). `convert_torch_state_dict` turns
 `pytorch-fid`'s `pt_inception-2015-12-05-6726825d.pth` state dict into that layout; see
-`docs/evaluation.md` for the one-off conversion command.
+`docs/interop.md` for the one-off conversion command. On the same weights the pool3
+features and logits equal pytorch-fid's `InceptionV3(use_fid_inception=True)` (resize and
+input scaling included) to a relative error of about 1e-6 in float32
+(`tests/test_inception_pytorch_fid.py`, against a fixture made by pytorch-fid itself).
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ import numpy as np
 from flax import traverse_util
 
 NUM_CLASSES = 1008
+# pytorch-fid's release file (FID_WEIGHTS_URL in pytorch_fid/inception.py): the TF graph's
+# weights ported to PyTorch. By torch.hub's naming convention the digits in its name are the
+# first hex digits of its SHA-256; pytorch-fid states no full checksum and checks none.
+TORCH_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+TORCH_WEIGHTS_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + TORCH_WEIGHTS_FILE
+)
+# What a report names as the feature extractor.
+FEATURE_EXTRACTOR = (
+    "FID InceptionV3 pool3 (TF inception-2015-12-05 as ported by pytorch-fid; bilinear "
+    "resize to 299x299 with align_corners=False, inputs 2x - 1)"
+)
 
 
 class BasicConv(nn.Module):
@@ -184,10 +199,20 @@ def init_random(key: jax.Array, image_size: int = 299) -> dict:
     return jax.jit(net.init)(key, jnp.zeros((1, image_size, image_size, 3)))
 
 
-def save_variables(path: str, variables: Mapping) -> None:
-    """Write variables as an `.npz` of '/'-joined paths (the format `load_inception` reads)."""
+def save_variables(path: str, variables: Mapping, source: Mapping[str, str] | None = None) -> None:
+    """Write variables as an `.npz` of '/'-joined paths (the format `load_inception` reads),
+    with `source` (what they were converted from: `file`, `sha256`) under `source/`."""
     flat = traverse_util.flatten_dict(jax.device_get(dict(variables)), sep="/")
-    np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
+    arrays = {k: np.asarray(v) for k, v in flat.items()}
+    arrays.update({f"source/{k}": np.asarray(str(v)) for k, v in (source or {}).items()})
+    np.savez(path, **arrays)
+
+
+def weights_source(path: str) -> dict[str, str]:
+    """What a converted weights file says it was converted from (`file`, `sha256` of the
+    PyTorch original); empty for a file written without that record."""
+    with np.load(path) as f:
+        return {k.split("/", 1)[1]: str(f[k]) for k in f.files if k.startswith("source/")}
 
 
 def load_inception(path: str | None, config_key: str = "eval.inception_weights") -> dict:
@@ -246,17 +271,31 @@ def convert_torch_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict:
 
 def _main(argv=None) -> None:
     import argparse
+    import re
+
+    from .reference_stats import sha256_of_file
 
     parser = argparse.ArgumentParser(description="Convert pytorch-fid's InceptionV3 weights.")
-    parser.add_argument("--torch-weights", required=True, help="pt_inception-2015-12-05-*.pth")
+    parser.add_argument("--torch-weights", required=True, help=f"{TORCH_WEIGHTS_FILE}")
     parser.add_argument("--out", required=True, help="the .npz to write")
     args = parser.parse_args(argv)
     import torch  # only this one-off conversion needs PyTorch
 
+    digest = sha256_of_file(args.torch_weights)
+    name = os.path.basename(args.torch_weights)
+    print(f"{name}: sha256 {digest}")
+    # torch.hub names a file <name>-<first hex digits of its SHA-256>.<ext>
+    hub_prefix = re.search(r"-([0-9a-f]{6,})\.[^.]+$", name)
+    if hub_prefix and not digest.startswith(hub_prefix.group(1)):
+        print(
+            f"warning: {name}'s SHA-256 does not start with {hub_prefix.group(1)}, as its "
+            "name says: the file may be truncated or another one"
+        )
     state = torch.load(args.torch_weights, map_location="cpu")
-    save_variables(args.out, convert_torch_state_dict({k: v.numpy() for k, v in state.items()}))
+    variables = convert_torch_state_dict({k: v.numpy() for k, v in state.items()})
+    save_variables(args.out, variables, source={"file": name, "sha256": digest})
     load_inception(args.out)  # check
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}: sha256 {sha256_of_file(args.out)}")
 
 
 if __name__ == "__main__":
