@@ -25,8 +25,9 @@ def get_config():
 
     model = config.model
     for key in list(model.keys()):  # drop the DDPM++ options
-        if key not in ("ema_rate", "ema_warmup", "beta_min", "beta_max", "sigma_min", "sigma_max",
-                       "num_scales", "output", "time_input", "time_scale"):  # fmt: skip
+        if key not in ("ema_rate", "ema_warmup", "beta_min", "beta_max", "beta_schedule",
+                       "sigma_min", "sigma_max", "num_scales", "output", "time_input",
+                       "time_scale"):  # fmt: skip
             del model[key]
     model.name = "adm_classifier"
     model.num_classes = 10

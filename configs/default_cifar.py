@@ -10,7 +10,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     config.training = training = ml_collections.ConfigDict()
-    training.sde = "vpsde"  # vpsde | subvpsde | vesde
+    training.sde = "vpsde"  # vpsde | subvpsde | vesde | vpsde_discrete | vpsde_cosine
     training.batch_size = 128  # global, over all devices
     training.n_iters = 1_300_001
     training.snapshot_freq = 50_000  # kept checkpoints, sample grids, loss curve
@@ -108,12 +108,15 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config.model = model = ml_collections.ConfigDict()
     model.name = "ddpmpp"
     model.output = "noise"  # what the network predicts: noise | score | x0
-    model.time_input = "t"  # the network sees time_scale * t (t) or the noise std (std)
+    # the network sees time_scale * t (t), the noise std (std) or, with vpsde_discrete, the
+    # table's step index n in [0, num_scales - 1] (discrete)
+    model.time_input = "t"
     model.sigma_min = 0.01
     model.sigma_max = 50.0
     model.num_scales = 1000
     model.beta_min = 0.1
     model.beta_max = 20.0
+    model.beta_schedule = "linear"  # vpsde_discrete's table: linear (from beta_min/max) | cosine
     model.dropout = 0.1
     model.ema_rate = 0.9999
     model.ema_warmup = False  # True: decay min(ema_rate, (1 + n) / (10 + n)) for short runs

@@ -75,8 +75,12 @@ from .sde import (
     AbstractLinearBetaSDE,
     AbstractLinearSDE,
     AbstractSDE,
+    AbstractVPSDE,
+    CosineVPSDE,
+    DiscreteVPSDE,
     ReverseSDE,
     SubVPSDE,
+    discrete_betas,
 )
 
 __version__ = "0.1.0"
@@ -111,6 +115,9 @@ __all__ = [
     "AbstractPredictor",
     "AbstractSampler",
     "AbstractSDE",
+    "AbstractVPSDE",
+    "CosineVPSDE",
+    "DiscreteVPSDE",
     "AncestralSampling",
     "EulerMaruyama",
     "ExactScore",
@@ -129,6 +136,7 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "bits_per_dim",
+    "discrete_betas",
     "exact_divergence",
     "get_sampler",
     "load_grid",

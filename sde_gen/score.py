@@ -40,15 +40,33 @@ def _score_to_score(out, x, a, std):
 
 # What the network predicts -> the score, given x_t = a x_0 + std z.
 OUTPUTS = {"noise": _noise_to_score, "x0": _x0_to_score, "score": _score_to_score}
-TIME_INPUTS = ("t", "std")
+# The time label a network sees, from (sde, t, std(t), time_scale).
+TIME_LABELS = {
+    "t": lambda sde, t, std, time_scale: time_scale * t,
+    "std": lambda sde, t, std, time_scale: std,
+    "discrete": lambda sde, t, std, time_scale: sde.timestep(t),
+}
+TIME_INPUTS = tuple(TIME_LABELS)
+
+
+def check_time_input(time_input: str, sde: AbstractLinearSDE) -> str:
+    """`time_input` checked against the SDE: "discrete" labels need a table of steps."""
+    choose("time input", time_input, TIME_LABELS)
+    if time_input.lower() == "discrete" and not callable(getattr(sde, "timestep", None)):
+        raise ValueError(
+            f"time input 'discrete' (the step index of a table of N steps) needs an SDE "
+            f"with one, such as DiscreteVPSDE; got {type(sde).__name__}"
+        )
+    return time_input.lower()
 
 
 def network_time(sde: AbstractLinearSDE, time_input: str, time_scale: float, x, t):
     """`(t, a(t), std(t), label)`: the times as `(B,)`, the marginal's coefficients, and
-    the time label a network sees (`time_scale * t`, or `std(t)`)."""
+    the time label a network sees: `time_scale * t` ("t"), `std(t)` ("std"), or the step
+    index `sde.timestep(t) = N t / T - 1` of a discrete table ("discrete", `t_n -> n`)."""
     t = batch_times(t, x)
     a, std = sde.marginal(t)
-    return t, a, std, (t * time_scale if time_input == "t" else std)
+    return t, a, std, TIME_LABELS[time_input.lower()](sde, t, std, time_scale)
 
 
 def _class_kwargs(labels, dropout_key) -> dict:
@@ -61,8 +79,11 @@ class AbstractModelFn(eqx.Module):
     `ModelScore` and `ModelClassifier` share.
 
     The network is called as `model.apply(variables, x, label, train=train)` with
-    `label = time_scale * t` (`time_input="t"`; score_sde's VP and sub-VP use t * 999) or
-    `label = std(t)` (`time_input="std"`; score_sde's VE, NCSN++ with scale_by_sigma).
+    `label = time_scale * t` (`time_input="t"`; score_sde's VP and sub-VP use t * 999),
+    `label = std(t)` (`time_input="std"`; score_sde's VE, NCSN++ with scale_by_sigma), or
+    the training step `label = N t / T - 1` of a `DiscreteVPSDE` of N steps
+    (`time_input="discrete"`: DDPM and ADM networks see n at `t_n = T (n + 1) / N`;
+    `time_scale` is not used).
     `dropout_key` feeds the network's dropout when training; `labels` are one class per
     example, read by each subclass.
     """
@@ -77,7 +98,7 @@ class AbstractModelFn(eqx.Module):
     labels: Any = None
 
     def __check_init__(self):
-        choose("time input", self.time_input, dict.fromkeys(TIME_INPUTS))
+        check_time_input(self.time_input, self.sde)
 
     def apply_network(self, x: Array, t: ArrayLike, y: Any = None) -> tuple[Array, Array, Array]:
         """`(out, a(t), std(t))`: the network's output at `(x, t)` (class labels `y=` when

@@ -13,6 +13,10 @@ concrete classes are final.
   else.
 - `VPSDE`, `SubVPSDE` (on `AbstractLinearBetaSDE`), `VESDE`: the three SDEs of Song et al.
   with score_sde's defaults.
+- `AbstractVPSDE`: a VP SDE given by `log a(t)` and its inverse; `DiscreteVPSDE`, a
+  discrete-time DDPM table of betas (or alphas_cumprod) as an SDE, with DPM-Solver's
+  piecewise-linear `log a` (`discrete_betas` makes DDPM's linear and ADM's cosine tables),
+  and `CosineVPSDE`, the cosine schedule (Nichol & Dhariwal 2021) in closed form.
 - `ReverseSDE`: the reverse-time SDE (Anderson 1982) or probability-flow ODE of a forward
   SDE and a score function, with the same drift/diffusion interface.
 
@@ -41,7 +45,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._checks import check_positive, is_concrete
+from ._checks import check_positive, check_steps, choose, is_concrete
 from .gaussian import diagonal_log_prob
 from .score_fn import ScoreFn
 
@@ -603,8 +607,7 @@ class VPSDE(AbstractLinearBetaSDE):
 
     def importance_time(self, u, eps):
         """Closed form: `int beta / (1 - e^{-B}) dt = log(e^B - 1)`, inverted through `B(t)`."""
-        log_em1 = lambda b: b + jnp.log(-jnp.expm1(-b))  # log(e^b - 1), stable
-        lo, hi = log_em1(self.integrated_beta(eps)), log_em1(self.integrated_beta(self.T))
+        lo, hi = (_log_expm1(self.integrated_beta(t)) for t in (eps, self.T))
         level = lo + jnp.asarray(u) * (hi - lo)
         b = jax.nn.softplus(level)  # log(1 + e^level) solves log(e^b - 1) = level
         t = self.inverse_integrated_beta(b)
@@ -683,6 +686,258 @@ class VESDE(AbstractLinearSDE):
         """`g^2 / sigma^2 = 2 log(sigma_max / sigma_min) / T` is constant: uniform times."""
         u = jnp.asarray(u)
         return eps + u * (self.T - eps), jnp.full_like(u, 1.0 / (self.T - eps), dtype=float)
+
+
+def _log_expm1(b: Array) -> Array:
+    """`log(e^b - 1)` for b > 0, without overflow for large b or cancellation for small b."""
+    return b + jnp.log(-jnp.expm1(-b))
+
+
+class AbstractVPSDE(AbstractLinearSDE):
+    r"""A variance-preserving SDE given by its log mean coefficient `log a(t)`.
+
+    `log a` decreases from `log a(0) = 0`; then `std(t)^2 = 1 - a(t)^2`, the drift
+    coefficient is `f = d log a / dt` and, from `d std^2 / dt = 2 f std^2 + g^2` with
+    `d std^2 / dt = -2 f a^2`, `g^2 = -2 f` (the `beta(t)` of a VP SDE); the prior is
+    `N(0, I)`. With `B = -2 log a` (the integrated beta), `lambda = -log(e^B - 1) / 2`, so
+    `log a = -softplus(-2 lambda) / 2` and the inverse log-SNR is the inverse of `log a`;
+    likelihood-weighted times `q(t) ∝ g^2 / std^2 = dB / dt / (1 - e^{-B})` have the CDF
+    `log(e^B - 1)` up to its value at eps, inverted the same way.
+
+    Subclasses give `log_mean_coeff`, its inverse `log_mean_coeff_inverse` and
+    `drift_coeff`, its derivative.
+    """
+
+    @abc.abstractmethod
+    def log_mean_coeff(self, t: ArrayLike) -> Array:
+        """`log a(t)`, shaped like t."""
+
+    @abc.abstractmethod
+    def log_mean_coeff_inverse(self, log_a: ArrayLike) -> Array:
+        """The time t in `[0, T]` with `log a(t) = log_a`, elementwise."""
+
+    def diffusion(self, t):
+        return jnp.sqrt(-2.0 * self.drift_coeff(t))
+
+    def marginal(self, t):
+        log_a = self.log_mean_coeff(t)
+        return jnp.exp(log_a), jnp.sqrt(-jnp.expm1(2.0 * log_a))
+
+    def transition(self, s, t):
+        d_log_a = self.log_mean_coeff(t) - self.log_mean_coeff(s)
+        return jnp.exp(d_log_a), jnp.sqrt(-jnp.expm1(2.0 * d_log_a))
+
+    def log_snr(self, t):
+        log_a = self.log_mean_coeff(t)
+        return log_a - 0.5 * jnp.log(-jnp.expm1(2.0 * log_a))
+
+    def log_snr_inverse(self, lam):
+        lam = jnp.asarray(lam, dtype=jnp.result_type(float))
+        return self.log_mean_coeff_inverse(-0.5 * jax.nn.softplus(-2.0 * lam))
+
+    def importance_time(self, u, eps):
+        """Closed form: the CDF of `g^2 / std^2` is `log(e^B - 1)`, `B = -2 log a`."""
+        lo, hi = (_log_expm1(-2.0 * self.log_mean_coeff(t)) for t in (eps, self.T))
+        b = jax.nn.softplus(lo + jnp.asarray(u) * (hi - lo))  # log(e^b - 1) = level
+        t = self.log_mean_coeff_inverse(-0.5 * b)
+        density = -2.0 * self.drift_coeff(t) / -jnp.expm1(-b) / (hi - lo)
+        return t, density
+
+    def prior_std(self):
+        return jnp.asarray(1.0)
+
+
+def _as_table(name: str, values: ArrayLike) -> np.ndarray:
+    table = np.asarray(values, np.float64)
+    if table.ndim != 1 or table.size < 1:
+        raise ValueError(
+            f"DiscreteVPSDE: {name} must be a non-empty 1-D table, one value per step; got "
+            f"shape {table.shape}"
+        )
+    return table
+
+
+class DiscreteVPSDE(AbstractVPSDE):
+    r"""The VP SDE of a discrete-time DDPM schedule of N steps (DPM-Solver's discrete
+    `NoiseScheduleVP`, Lu et al. 2022, appendix).
+
+    Step n = 0 .. N-1 of the table (`alphas_cumprod[n] = prod_{m <= n} (1 - betas[m])`) sits
+    at time `t_n = T (n + 1) / N`, where `a(t_n) = sqrt(alphas_cumprod[n])`; `log a` is the
+    piecewise-linear interpolation of `(t_n, log a(t_n))`, with the knot `(0, 0)` added so
+    that `std(0) = 0`. So on each segment the drift coefficient `f = d log a / dt` is
+    constant, `N log(1 - beta_n) / (2 T)` (near `-N beta_n / (2 T)`, the continuous beta of
+    DDPM's chain), `g^2 = -2 f`, and every other quantity is closed form: the inverse of
+    the monotone interpolation gives the inverse log-SNR and the likelihood-weighted
+    times exactly.
+
+    On `[T / N, T]` this is DPM-Solver's interpolation; below `t_0` DPM-Solver extrapolates
+    its first segment (which gives `a > 1` near 0 for DDPM's linear table), while here the
+    first segment ends at `a(0) = 1`. DPM-Solver's `numerical_clip_alpha` (in its later
+    versions it drops the steps with `lambda < -5.1` from cosine tables) is not applied:
+    the table is used as given.
+
+    A network trained on the table's steps sees the step index
+    `timestep(t) = N t / T - 1`, in `[0, N - 1]` on `[t_0, T]` (`time_input="discrete"` in
+    `ModelScore`); DPM-Solver's `(t - 1/N) * 1000` is the same label for N = 1000.
+
+    The drift jumps at each knot. Samplers that use only a, std and lambda (the fast
+    solvers, the reverse-diffusion and ancestral steps) do not notice; an adaptive PF-ODE
+    solve (`sample_ode`, `log_likelihood`) steps over the jumps, which its error estimate
+    does not see: on the 1000-step tables its error stays near 2e-3 to 6e-3 (3e-3 nats
+    per dimension in likelihoods) whatever rtol (measured in tests/test_discrete_schedules.py).
+
+    Give exactly one of `betas` or `alphas_cumprod` (1-D, one value per step);
+    `discrete_betas` makes DDPM's linear and ADM's cosine tables. The table is read in
+    float64 and stored in the default float precision.
+    """
+
+    log_alpha: Float[Array, " n_plus_1"]  # log a at the knots 0, t_0, ..., t_{N-1}
+    T: float = 1.0
+
+    def __init__(
+        self,
+        *,
+        betas: ArrayLike | None = None,
+        alphas_cumprod: ArrayLike | None = None,
+        T: float = 1.0,
+    ):
+        if (betas is None) == (alphas_cumprod is None):
+            raise ValueError("DiscreteVPSDE: give exactly one of betas= or alphas_cumprod=")
+        check_positive("DiscreteVPSDE", T=T)
+        if betas is not None:
+            betas = _as_table("betas", betas)
+            if not np.all((betas > 0) & (betas < 1)):
+                raise ValueError(
+                    "DiscreteVPSDE: every beta must lie in (0, 1); got values in "
+                    f"[{betas.min():g}, {betas.max():g}]"
+                )
+            log_alpha = 0.5 * np.cumsum(np.log1p(-betas))
+        else:
+            alphas_cumprod = _as_table("alphas_cumprod", alphas_cumprod)
+            inside = np.all((alphas_cumprod > 0) & (alphas_cumprod < 1))
+            if not (inside and np.all(np.diff(alphas_cumprod) < 0)):
+                raise ValueError(
+                    "DiscreteVPSDE: alphas_cumprod must decrease strictly within (0, 1)"
+                )
+            log_alpha = 0.5 * np.log(alphas_cumprod)
+        self.log_alpha = jnp.asarray(np.concatenate([[0.0], log_alpha]))
+        self.T = T
+
+    @property
+    def num_scales(self) -> int:
+        """N, the table's number of steps."""
+        return self.log_alpha.shape[0] - 1
+
+    def knots(self, dtype=None) -> Array:
+        """The N + 1 knot times `T n / N`, n = 0 .. N, computed as `DiscreteTime` does."""
+        n = self.num_scales
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        return self.T * jnp.arange(n + 1, dtype=dtype) / n
+
+    def timestep(self, t: ArrayLike) -> Array:
+        """The table's step index at time t, `N t / T - 1` (`t_n -> n`): the label of a
+        discrete-time network."""
+        return self.num_scales * jnp.asarray(t) / self.T - 1
+
+    def _segment(self, t: Array) -> tuple[Array, Array]:
+        """The segment k (between knots k - 1 and k) holding each t, and the knots."""
+        knots = self.knots(t.dtype)
+        k = jnp.clip(jnp.searchsorted(knots, t, side="left"), 1, self.num_scales)
+        return k, knots
+
+    def log_mean_coeff(self, t):
+        t = jnp.asarray(t, dtype=jnp.result_type(float))
+        k, knots = self._segment(t)
+        w = (t - knots[k - 1]) / (knots[k] - knots[k - 1])
+        # (1 - w) y0 + w y1, not y0 + w (y1 - y0): exact at both knots
+        return (1 - w) * self.log_alpha[k - 1] + w * self.log_alpha[k]
+
+    def drift_coeff(self, t):
+        t = jnp.asarray(t, dtype=jnp.result_type(float))
+        k, knots = self._segment(t)
+        return (self.log_alpha[k] - self.log_alpha[k - 1]) / (knots[k] - knots[k - 1])
+
+    def log_mean_coeff_inverse(self, log_a):
+        log_a = jnp.asarray(log_a, dtype=jnp.result_type(float))
+        # -log a increases along the knots
+        k = jnp.searchsorted(-self.log_alpha, -log_a, side="left")
+        k = jnp.clip(k, 1, self.num_scales)
+        knots = self.knots(log_a.dtype)
+        y0, y1 = self.log_alpha[k - 1], self.log_alpha[k]
+        w = (log_a - y0) / (y1 - y0)
+        return (1 - w) * knots[k - 1] + w * knots[k]
+
+
+def _linear_betas(num_scales: int, beta_min: float = 0.1, beta_max: float = 20.0) -> np.ndarray:
+    return np.linspace(beta_min / num_scales, beta_max / num_scales, num_scales)
+
+
+def _cosine_betas(num_scales: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    phase = (np.arange(num_scales + 1) / num_scales + s) / (1 + s) * (np.pi / 2)
+    ratio = (np.cos(phase[1:]) / np.cos(phase[:-1])) ** 2  # alpha_bar(t_{n+1}) / alpha_bar(t_n)
+    return np.minimum(1 - ratio, max_beta)
+
+
+BETA_SCHEDULES = {"linear": _linear_betas, "cosine": _cosine_betas}
+
+
+def discrete_betas(schedule: str, num_scales: int, **options) -> np.ndarray:
+    r"""The betas of a named DDPM schedule of `num_scales` steps (float64), for `DiscreteVPSDE`.
+
+    - "linear" (Ho et al. 2020): `linspace(beta_min / N, beta_max / N, N)`, with
+      `beta_min = 0.1`, `beta_max = 20` (options) giving 1e-4 .. 0.02 at N = 1000: score_sde's
+      DDPM discretization of `VPSDE` and ADM's "linear" for every N.
+    - "cosine" (Nichol & Dhariwal 2021, eq. 17): `alpha_bar(t) = f(t) / f(0)`,
+      `f(t) = cos^2((t + s) / (1 + s) pi / 2)`, `beta_n = 1 - alpha_bar(t_{n+1}) /
+      alpha_bar(t_n)` clipped at `max_beta`; options `s = 0.008`, `max_beta = 0.999`.
+    """
+    make = choose("beta schedule", schedule, BETA_SCHEDULES)
+    num_scales = check_steps("num_scales", num_scales)
+    return make(num_scales, **options)
+
+
+class CosineVPSDE(AbstractVPSDE):
+    r"""The VP SDE of the cosine schedule (Nichol & Dhariwal 2021) in closed form.
+
+    `a(t) = cos(phi(t)) / cos(phi(0))`, `phi(t) = (t + s) / (1 + s) pi / 2`, so
+    `alpha_bar(t) = a(t)^2` is the schedule's `f(t) / f(0)`; `f = d log a / dt =
+    -pi tan(phi(t)) / (2 (1 + s))`, `g^2 = -2 f`, prior `N(0, I)`. `beta` has a pole at
+    t = 1, so the SDE ends at T = 0.9946 by default, DPM-Solver's choice for this schedule
+    (`lambda(T) = -4.78`). With `phi(t) = phi(0) + d`, `a = cos d - tan(phi(0)) sin d`, which
+    is how `log a` and its inverse are computed (no cancellation near t = 0).
+    """
+
+    s: float = 0.008
+    T: float = 0.9946
+
+    def __check_init__(self):
+        check_positive("CosineVPSDE", s=self.s, T=self.T)
+        if is_concrete(self.T) and not float(self.T) < 1:
+            raise ValueError(
+                f"CosineVPSDE: T must lie in (0, 1), before the schedule's pole at t = 1; "
+                f"got T={self.T!r}"
+            )
+
+    def _rate(self) -> float:
+        return math.pi / (2 * (1 + self.s))  # d phi / dt
+
+    def _tan_phase0(self):
+        return jnp.tan(self.s * self._rate())
+
+    def log_mean_coeff(self, t):
+        d = jnp.asarray(t, dtype=jnp.result_type(float)) * self._rate()
+        return jnp.log1p(-2 * jnp.sin(d / 2) ** 2 - self._tan_phase0() * jnp.sin(d))
+
+    def drift_coeff(self, t):
+        phase = (jnp.asarray(t, dtype=jnp.result_type(float)) + self.s) * self._rate()
+        return -self._rate() * jnp.tan(phase)
+
+    def log_mean_coeff_inverse(self, log_a):
+        """With `m = 1 - a` and `u = tan(d / 2)`: `(2 - m) u^2 + 2 tan(phi(0)) u - m = 0`."""
+        m = -jnp.expm1(jnp.asarray(log_a, dtype=jnp.result_type(float)))
+        k = self._tan_phase0()
+        u = m / (k + jnp.sqrt(k**2 + m * (2 - m)))
+        return 2 * jnp.arctan(u) / self._rate()
 
 
 class ReverseSDE(eqx.Module):

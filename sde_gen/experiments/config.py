@@ -10,7 +10,12 @@ compiled. Everything below takes `Settings` (or plain arguments).
 The config layout follows score_sde (`training`, `sampling`, `data`, `model`, `optim`,
 `eval`, `seed`), with two additions to `model`: `output` ("noise", "score" or "x0": what the
 network predicts) and `time_input` ("t": the network sees `time_scale * t`; "std": the noise
-standard deviation, as NCSN++ with Fourier features does). Every other key of `config.model`
+standard deviation, as NCSN++ with Fourier features does; "discrete": the step index
+`n in [0, N-1]` of a `training.sde="vpsde_discrete"` table, as DDPM and ADM networks are
+trained). `training.sde` is one of `SDES`: "vpsde_discrete" is the discrete-time table of
+`model.num_scales` steps named by `model.beta_schedule` ("linear": DDPM's, from
+`model.beta_min` / `model.beta_max`; "cosine": ADM's) as an SDE, "vpsde_cosine" the cosine
+schedule in closed form. Every other key of `config.model`
 besides the SDE constants, the EMA settings and the score wrapper's is an option of the
 network.
 """
@@ -32,8 +37,8 @@ import numpy as np
 
 from .. import data as data_lib
 from .. import models
-from ..dequantization import FlowDequantizer
 from .._checks import choose
+from ..dequantization import FlowDequantizer
 from ..losses import (
     WEIGHTINGS,
     AbstractTimeSampler,
@@ -56,9 +61,19 @@ from ..sampling import (
     get_fast_solver,
     load_grid,
 )
-from ..sde import VESDE, VPSDE, AbstractLinearSDE, SubVPSDE
+from ..score import TIME_INPUTS, check_time_input
+from ..sde import (
+    BETA_SCHEDULES,
+    VESDE,
+    VPSDE,
+    AbstractLinearSDE,
+    CosineVPSDE,
+    DiscreteVPSDE,
+    SubVPSDE,
+    discrete_betas,
+)
 
-SDES = ("vpsde", "subvpsde", "vesde")
+SDES = ("vpsde", "subvpsde", "vesde", "vpsde_discrete", "vpsde_cosine")
 OPTIMIZERS = ("adam", "adamw")
 SAMPLING_METHODS = ("pc", "ode", "sde", "fast")
 FAST_DEFAULT_STEPS = 20
@@ -78,6 +93,7 @@ NON_NETWORK_KEYS = frozenset(
         "num_scales",
         "beta_min",
         "beta_max",
+        "beta_schedule",
         "output",
         "time_input",
         "time_scale",
@@ -420,7 +436,22 @@ def fixed_values(config: Mapping) -> dict:
 
 def _sde(r: _Reader) -> AbstractLinearSDE:
     name = r.choice("training.sde", SDES)
+    # read (so checked) whatever the SDE; only "vpsde_discrete" uses it
+    schedule = r.choice("model.beta_schedule", BETA_SCHEDULES, "linear")
     try:
+        if name == "vpsde_cosine":
+            return CosineVPSDE()
+        if name == "vpsde_discrete":
+            num_scales = r.integer("model.num_scales")
+            if schedule == "cosine":
+                return DiscreteVPSDE(betas=discrete_betas("cosine", num_scales))
+            betas = discrete_betas(
+                "linear",
+                num_scales,
+                beta_min=r.number("model.beta_min", 0.1, low=0, open_low=True),
+                beta_max=r.number("model.beta_max", 20.0, low=0, open_low=True),
+            )
+            return DiscreteVPSDE(betas=betas)
         if name == "vesde":
             return VESDE(
                 sigma_min=r.number("model.sigma_min", low=0, open_low=True),
@@ -435,7 +466,7 @@ def _sde(r: _Reader) -> AbstractLinearSDE:
         raise ConfigError(f"config.model: {error}") from None
 
 
-def _model(r: _Reader, data: DataSettings) -> ModelSettings:
+def _model(r: _Reader, data: DataSettings, sde: AbstractLinearSDE) -> ModelSettings:
     all_models = {**models.MODELS, **models.CLASSIFIERS, **models.REVERSE_CHAINS}
     name = r.choice("model.name", all_models)
     options = {k: v for k, v in r.config.model.items() if k not in NON_NETWORK_KEYS}
@@ -451,7 +482,7 @@ def _model(r: _Reader, data: DataSettings) -> ModelSettings:
         name=name,
         options=_freeze(options),
         output=r.choice("model.output", ("noise", "score", "x0"), "noise"),
-        time_input=r.choice("model.time_input", ("t", "std"), "t"),
+        time_input=_time_input(r, sde),
         time_scale=r.number("model.time_scale", 999.0, low=0, open_low=True),
         ema_rate=r.number("model.ema_rate", 0.9999, low=0, high=1, open_high=True),
         ema_warmup=r.flag("model.ema_warmup"),
@@ -459,6 +490,18 @@ def _model(r: _Reader, data: DataSettings) -> ModelSettings:
     )
     _check_network_fits_data(r, name, network, data)
     return settings
+
+
+def _time_input(r: _Reader, sde: AbstractLinearSDE) -> str:
+    time_input = r.choice("model.time_input", TIME_INPUTS, "t")
+    try:
+        return check_time_input(time_input, sde)
+    except ValueError:
+        raise ConfigError(
+            f"config.model.time_input={time_input!r} (the step index of a table of "
+            f"model.num_scales steps) needs training.sde='vpsde_discrete'; got "
+            f"training.sde={r.get('training.sde')!r}"
+        ) from None
 
 
 def _check_network_fits_data(r: _Reader, name: str, network, data: DataSettings) -> None:
@@ -856,7 +899,7 @@ def load(config: ml_collections.ConfigDict, num_devices: int | None = None) -> S
     seed = r.integer("seed", 0, low=0)
     data = _data(r)
     sde = _sde(r)
-    model = _model(r, data)
+    model = _model(r, data, sde)
     network = model.network()
     training = _training(r, devices)
     dequantizer = _dequantizer(r, model, data, training)
