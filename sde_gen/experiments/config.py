@@ -926,12 +926,53 @@ def load(config: ml_collections.ConfigDict, num_devices: int | None = None) -> S
 # --- config files --------------------------------------------------------------------------------
 
 
+def shipped_configs() -> dict[str, str]:
+    """The experiment files installed with the package (the top-level `configs` package:
+    a checkout's `configs/` or the wheel's copy), `{name: path}`, sorted by name; only
+    files that define `get_config` (not `default_cifar`, the shared base)."""
+    spec = importlib.util.find_spec("configs")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    found = {}
+    for directory in spec.submodule_search_locations:
+        for file in sorted(os.listdir(directory)):
+            path = os.path.join(directory, file)
+            if file.endswith(".py") and not file.startswith("_") and os.path.isfile(path):
+                with open(path) as f:
+                    if "\ndef get_config(" in f.read():
+                        found.setdefault(file[:-3], path)
+    return dict(sorted(found.items()))
+
+
+def config_file(name: str) -> str:
+    """The file `--config` names: an existing file as given; else a shipped config, named
+    bare (`vp_digits`, `vp_digits.py`) or as the docs cite it (`configs/vp_digits.py`, so
+    their commands also run outside a checkout); `ConfigError` listing the shipped configs
+    otherwise."""
+    if os.path.isfile(name):
+        return name
+    head, file = os.path.split(name)
+    stem = file[:-3] if file.endswith(".py") else file
+    shipped = shipped_configs()
+    may_be_shipped = not head or os.path.basename(os.path.normpath(head)) == "configs"
+    if may_be_shipped and stem in shipped:
+        return shipped[stem]
+    close = difflib.get_close_matches(stem, list(shipped), n=1) if may_be_shipped else []
+    hint = f"did you mean {close[0]}? " if close else ""
+    choices = ", ".join(shipped) or "none found"
+    if head or file.endswith((".py", ".json")):
+        problem = f"config file {name!r} does not exist"
+    else:
+        problem = f"unknown config {name!r}"
+    raise ConfigError(f"{problem}; {hint}shipped configs: {choices}")
+
+
 def load_file(path: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
-    """The `get_config()` of a config file (`configs/*.py`), or the ConfigDict saved as a
-    workdir's `config.json`, with dotted-key `overrides`; `ConfigError` for a missing or
-    unloadable file or an unknown key (with the closest valid key)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist")
+    """The `get_config()` of a config file (`configs/*.py`, or a shipped config by name,
+    see `config_file`), or the ConfigDict saved as a workdir's `config.json`, with
+    dotted-key `overrides`; `ConfigError` for a missing or unloadable file or an unknown key
+    (with the closest valid key)."""
+    path = config_file(path)
     try:
         if path.endswith(".json"):
             with open(path) as f:

@@ -279,7 +279,12 @@ def _main(argv=None) -> None:
     parser.add_argument("--torch-weights", required=True, help=f"{TORCH_WEIGHTS_FILE}")
     parser.add_argument("--out", required=True, help="the .npz to write")
     args = parser.parse_args(argv)
-    import torch  # only this one-off conversion needs PyTorch
+    try:
+        import torch  # only this one-off conversion needs PyTorch
+    except ImportError:
+        parser.exit(
+            1, "error: converting .pth weights needs PyTorch: pip install 'sde_gen[torch]'\n"
+        )
 
     digest = sha256_of_file(args.torch_weights)
     name = os.path.basename(args.torch_weights)
