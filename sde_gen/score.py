@@ -38,6 +38,22 @@ def _score_to_score(out, x, a, std):
     return out
 
 
+def _mean_channels(out: Array, x: Array) -> Array:
+    """The part of a network's output that parameterizes the mean: all of it when shaped
+    like `x`; its first C channels when the network gives 2C (a learned-variance network,
+    Nichol & Dhariwal 2021, as guided-diffusion's `learn_sigma`: the other C interpolate the
+    reverse step's variance, which the score does not use)."""
+    if out.shape == x.shape:
+        return out
+    c = x.shape[-1]
+    if out.ndim == x.ndim and out.shape[:-1] == x.shape[:-1] and out.shape[-1] == 2 * c:
+        return out[..., :c]
+    raise ValueError(
+        f"the network's output has shape {out.shape}; a score of x {x.shape} needs that "
+        f"shape, or {2 * c} channels (the mean's {c} first, learned variances after)"
+    )
+
+
 # What the network predicts -> the score, given x_t = a x_0 + std z.
 OUTPUTS = {"noise": _noise_to_score, "x0": _x0_to_score, "score": _score_to_score}
 # The time label a network sees, from (sde, t, std(t), time_scale).
@@ -117,11 +133,12 @@ class ModelScore(AbstractModelFn):
 
     Time labels as in `AbstractModelFn`. The output is read as the noise `z`
     (score = -out / std, DDPM's parameterization), the clean data `x_0`
-    (score = (a out - x) / std^2), or the score itself. Variables are array leaves, so
-    samplers compiled for one set of parameters are reused for the next. A
-    class-conditional network gets `labels` (one int per example) as `y=`: the score of
-    `p_t(x | y)`; a network with a null class gives the unconditional score for the label
-    `num_classes`.
+    (score = (a out - x) / std^2), or the score itself. A network with twice x's channels
+    (learned variances: guided-diffusion's `learn_sigma`) is read by its first C.
+    Variables are array leaves, so samplers compiled for one set of parameters are reused
+    for the next. A class-conditional network gets `labels` (one int per example) as
+    `y=`: the score of `p_t(x | y)`; a network with a null class gives the unconditional
+    score for the label `num_classes`.
     """
 
     output: str = eqx.field(static=True, default="noise")
@@ -149,6 +166,7 @@ class ModelScore(AbstractModelFn):
 
     def __call__(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Array:
         out, a, std = self.apply_network(x, t, self.labels)
+        out = _mean_channels(out, x)
         return OUTPUTS[self.output](out, x, batch_broadcast(a, x), batch_broadcast(std, x))
 
 
