@@ -2,6 +2,8 @@
 
     python launch.py --config=configs/vp_cifar.py --mode=train --workdir=runs/vp_cifar
     python launch.py --config=configs/vp_cifar.py --mode=eval --workdir=runs/vp_cifar
+    python launch.py --config=configs/ve_cifar.py --mode=import --workdir=runs/ve_released \
+        --config.interop.checkpoint=RUN/checkpoints/checkpoint_<n>  # score_sde's, as a workdir
 
 Any config value can be overridden on the command line, e.g.
 `--config.training.n_iters=500 --config.training.batch_size=64`. A killed run restarted
@@ -17,9 +19,10 @@ from absl import app, flags, logging
 flags.DEFINE_string("config", None, "experiment config file (configs/*.py) or a workdir's config.json")
 flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and samples")
 flags.DEFINE_enum(
-    "mode", "train", ["train", "eval", "sample"],
+    "mode", "train", ["train", "eval", "sample", "import"],
     "train; eval (sample quality and bits/dim of the workdir's checkpoints, a JSON report "
-    "each); sample (samples and grids only)",
+    "each); sample (samples and grids only); import (config.interop.checkpoint, a score_sde "
+    "or score_sde_pytorch checkpoint, as the workdir's checkpoint)",
 )  # fmt: skip
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
