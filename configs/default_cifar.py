@@ -130,6 +130,13 @@ def get_default_configs() -> ml_collections.ConfigDict:
     optim.warmup = 5000
     optim.grad_clip = 1.0
 
+    # --mode=import: a released score_sde / score_sde_pytorch checkpoint into a workdir
+    # (docs/interop.md#score_sde-flax); the network options above must be the checkpoint's
+    config.interop = interop = ml_collections.ConfigDict()
+    interop.checkpoint = ml_collections.config_dict.placeholder(str)  # checkpoint_<n> or .pth
+    interop.format = "auto"  # auto | score_sde | score_sde_pytorch
+    interop.use_ema = True  # False: import the raw training weights as the EMA too
+
     config.seed = 42
     config.distributed = False  # jax.distributed.initialize() for multi-host runs
     return config

@@ -24,9 +24,10 @@ flags.DEFINE_string(
 )  # fmt: skip
 flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and samples")
 flags.DEFINE_enum(
-    "mode", "train", ["train", "eval", "sample"],
+    "mode", "train", ["train", "eval", "sample", "import"],
     "train; eval (sample quality and bits/dim of the workdir's checkpoints, a JSON report "
-    "each); sample (samples and grids only)",
+    "each); sample (samples and grids only); import (config.interop.checkpoint, a score_sde "
+    "or score_sde_pytorch checkpoint, as the workdir's checkpoint)",
 )  # fmt: skip
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS

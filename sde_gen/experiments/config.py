@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 
 from .. import data as data_lib
-from .. import models
+from .. import interop, models
 from .._checks import choose
 from ..dequantization import FlowDequantizer
 from ..losses import (
@@ -400,6 +400,17 @@ class EvalSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class InteropSettings:
+    """What `--mode=import` reads: a score_sde (`checkpoint_<n>`) or score_sde_pytorch
+    (`.pth`) checkpoint, its `format` ("auto" tells them apart), and whether the imported
+    EMA is its EMA (`use_ema`) or its raw training weights."""
+
+    checkpoint: str | None
+    format: str
+    use_ema: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """An experiment, read once from its config."""
 
@@ -414,6 +425,7 @@ class Settings:
     sampling: SamplingSettings
     eval: EvalSettings
     config_json: str  # the config as given, for the workdir's config.json
+    interop: InteropSettings = InteropSettings(None, "auto", True)
 
     def fixed_for_workdir(self) -> dict:
         """The values (`FIXED_FOR_WORKDIR`) a workdir's checkpoints depend on."""
@@ -920,6 +932,11 @@ def load(config: ml_collections.ConfigDict, num_devices: int | None = None) -> S
         sampling=sampling,
         eval=evaluation,
         config_json=config.to_json_best_effort(indent=2),
+        interop=InteropSettings(
+            checkpoint=r.string("interop.checkpoint"),
+            format=r.choice("interop.format", interop.FORMATS, "auto"),
+            use_ema=r.flag("interop.use_ema", True),
+        ),
     )
 
 

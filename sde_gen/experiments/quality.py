@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import metrics as metrics_lib
+from ..data import DataInfo
 from ..metrics import inception
 from ..metrics.classifier import get_classifier
-from ..data import DataInfo
 
 # Report keys of each feature space start with its prefix: fid, classifier_fid, data_fid.
 METRIC_PREFIX = {"inception": "", "classifier": "classifier_", "data": "data_"}

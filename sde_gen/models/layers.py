@@ -103,9 +103,11 @@ def conv1x1(x, features: int, bias: bool = True, init_scale: float = 1.0):
     )(x)
 
 
-def group_norm(x):
-    """DDPM's GroupNorm: min(channels / 4, 32) groups."""
-    return nn.GroupNorm(num_groups=min(x.shape[-1] // 4, 32))(x)
+def group_norm(x, groups: int = 0):
+    """GroupNorm with `groups` groups; 0 (DDPM++'s choice) means min(channels / 4, 32).
+    score_sde's DDPM network always uses 32, which agrees with min(channels / 4, 32) only
+    from 128 channels up."""
+    return nn.GroupNorm(num_groups=groups or min(x.shape[-1] // 4, 32))(x)
 
 
 def _skip(x, h, skip_rescale: bool):
@@ -142,11 +144,12 @@ class AttnBlock(nn.Module):
 
     skip_rescale: bool = False
     init_scale: float = 0.0
+    norm_groups: int = 0
 
     @nn.compact
     def __call__(self, x):
         b, height, width, c = x.shape
-        h = group_norm(x)
+        h = group_norm(x, self.norm_groups)
         q, k, v = NIN(c)(h), NIN(c)(h), NIN(c)(h)
         w = jnp.einsum("bhwc,bHWc->bhwHW", q, k) * c**-0.5
         w = jax.nn.softmax(w.reshape(b, height, width, height * width), axis=-1)
@@ -211,13 +214,15 @@ class ResnetBlockDDPM(nn.Module):
     dropout: float = 0.1
     skip_rescale: bool = False
     init_scale: float = 0.0
+    norm_groups: int = 0
 
     @nn.compact
     def __call__(self, x, temb=None, train: bool = True):
         out_ch = self.out_ch or x.shape[-1]
-        h = conv3x3(self.act(group_norm(x)), out_ch)
+        h = conv3x3(self.act(group_norm(x, self.norm_groups)), out_ch)
         h = _time_bias(h, temb, self.act, out_ch)
-        h = nn.Dropout(self.dropout)(self.act(group_norm(h)), deterministic=not train)
+        h = self.act(group_norm(h, self.norm_groups))
+        h = nn.Dropout(self.dropout)(h, deterministic=not train)
         h = conv3x3(h, out_ch, init_scale=self.init_scale)
         if x.shape[-1] != out_ch:
             x = conv3x3(x, out_ch) if self.conv_shortcut else NIN(out_ch)(x)
@@ -236,11 +241,12 @@ class ResnetBlockBigGAN(nn.Module):
     fir_kernel: Sequence[int] = (1, 3, 3, 1)
     skip_rescale: bool = True
     init_scale: float = 0.0
+    norm_groups: int = 0
 
     @nn.compact
     def __call__(self, x, temb=None, train: bool = True):
         out_ch = self.out_ch or x.shape[-1]
-        h = self.act(group_norm(x))
+        h = self.act(group_norm(x, self.norm_groups))
         if self.up or self.down:
             if self.fir:
                 fn = resample.upsample_2d if self.up else resample.downsample_2d
@@ -250,7 +256,8 @@ class ResnetBlockBigGAN(nn.Module):
             h, x = resize(h), resize(x)
         h = conv3x3(h, out_ch)
         h = _time_bias(h, temb, self.act, out_ch)
-        h = nn.Dropout(self.dropout)(self.act(group_norm(h)), deterministic=not train)
+        h = self.act(group_norm(h, self.norm_groups))
+        h = nn.Dropout(self.dropout)(h, deterministic=not train)
         h = conv3x3(h, out_ch, init_scale=self.init_scale)
         if x.shape[-1] != out_ch or self.up or self.down:
             x = conv1x1(x, out_ch)

@@ -43,6 +43,8 @@ class NCSNpp(nn.Module):
     - `embedding_type`: "fourier" (Gaussian Fourier features of `log label`, `fourier_scale`;
       the label must be the noise std: `time_input="std"`) or "positional" (sinusoidal
       features of the label, e.g. 999 t); `conditional`: whether blocks see the time at all;
+    - `norm_groups`: the groups of every GroupNorm; 0 is DDPM++'s min(channels / 4, 32),
+      score_sde's DDPM network (`models/ddpm.py`) uses 32 at every width;
     - `skip_rescale` (1/sqrt 2 on residual sums), `init_scale` (of each branch's last layer;
       0 starts every block at the identity);
     - `num_classes`: class-conditional with a learned class embedding added to the time
@@ -68,6 +70,7 @@ class NCSNpp(nn.Module):
     embedding_type: str = "fourier"
     fourier_scale: float = 16.0
     conditional: bool = True
+    norm_groups: int = 0
     skip_rescale: bool = True
     init_scale: float = 0.0
     scale_by_sigma: bool = True
@@ -87,6 +90,10 @@ class NCSNpp(nn.Module):
                 f"need nf > 0 divisible by 4 (GroupNorm), num_res_blocks >= 1 and a non-empty "
                 f"ch_mult; got nf={self.nf}, num_res_blocks={self.num_res_blocks}, "
                 f"ch_mult={tuple(self.ch_mult)}"
+            )
+        if self.norm_groups < 0:
+            raise ValueError(
+                f"norm_groups must be >= 0 (0: min(channels / 4, 32)); got {self.norm_groups}"
             )
         if self.num_classes < 0 or (self.num_classes and not self.conditional):
             raise ValueError(
@@ -130,8 +137,12 @@ class NCSNpp(nn.Module):
             temb = None
 
         attn = functools.partial(
-            layers.AttnBlock, init_scale=self.init_scale, skip_rescale=skip_rescale
+            layers.AttnBlock,
+            init_scale=self.init_scale,
+            skip_rescale=skip_rescale,
+            norm_groups=self.norm_groups,
         )
+        norm = functools.partial(layers.group_norm, groups=self.norm_groups)
         resample = dict(fir=self.fir, fir_kernel=self.fir_kernel)
         resblock = functools.partial(
             layers.ResnetBlockDDPM if self.resblock_type == "ddpm" else layers.ResnetBlockBigGAN,
@@ -139,6 +150,7 @@ class NCSNpp(nn.Module):
             dropout=self.dropout,
             init_scale=self.init_scale,
             skip_rescale=skip_rescale,
+            norm_groups=self.norm_groups,
             **({} if self.resblock_type == "ddpm" else resample),
         )
         combine = functools.partial(layers.Combine, method=self.progressive_combine)
@@ -188,12 +200,10 @@ class NCSNpp(nn.Module):
                 features = x.shape[-1] if self.progressive == "output_skip" else h.shape[-1]
                 init = self.init_scale if self.progressive == "output_skip" else 1.0
                 if level == levels - 1:
-                    pyramid = layers.conv3x3(act(layers.group_norm(h)), features, init_scale=init)
+                    pyramid = layers.conv3x3(act(norm(h)), features, init_scale=init)
                 elif self.progressive == "output_skip":
                     pyramid = layers.Upsample(with_conv=False, **resample)(pyramid)
-                    pyramid = pyramid + layers.conv3x3(
-                        act(layers.group_norm(h)), features, init_scale=init
-                    )
+                    pyramid = pyramid + layers.conv3x3(act(norm(h)), features, init_scale=init)
                 else:
                     pyramid = layers.Upsample(out_ch=h.shape[-1], with_conv=True, **resample)(
                         pyramid
@@ -210,7 +220,7 @@ class NCSNpp(nn.Module):
         if self.progressive == "output_skip":
             h = pyramid
         else:
-            h = act(layers.group_norm(h))
+            h = act(norm(h))
             h = layers.conv3x3(h, x.shape[-1], init_scale=self.init_scale)
 
         if self.scale_by_sigma:

@@ -1,0 +1,110 @@
+"""`--mode=import`: a released score_sde or score_sde_pytorch checkpoint as an ordinary
+workdir, which `--mode=sample` and `--mode=eval` (and a resumed `--mode=train`) then use
+unchanged.
+
+The checkpoint is read and checked against the configured network before anything is
+written: a missing file, a corrupt one, or one whose parameters are not the network's (the
+first mismatching parameter is named with both shapes) is one error line. The workdir gets
+the config (`config.json`), one verified checkpoint at the imported training step (EMA =
+the imported EMA weights; parameters = the raw training weights where the file has them,
+else the EMA; a fresh optimizer state) and `imported.json`, naming the source file, its
+format and SHA-256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from .. import data as data_lib
+from .. import interop
+from .checkpoints import CheckpointStore, WorkdirLock
+from .config import ConfigError, Settings, load
+from .kinds import make_experiment
+from .state import TrainState
+
+NETWORKS = ("ncsnpp", "ddpmpp")  # what score_sde's checkpoints hold
+RECORD = "imported.json"
+
+
+def import_checkpoint(settings: Settings, workdir: str) -> TrainState:
+    """Convert `settings.interop.checkpoint` for the configured network and write it to
+    `workdir` as its one checkpoint; returns the written state."""
+    settings = load(settings)
+    source = settings.interop
+    if source.checkpoint is None:
+        raise ConfigError(
+            "--mode=import needs config.interop.checkpoint=PATH (a score_sde checkpoint_<n> "
+            "or a score_sde_pytorch .pth file)"
+        )
+    if settings.model.name not in NETWORKS:
+        raise ConfigError(
+            f"--mode=import reads score_sde's NCSN++ / DDPM++ / DDPM networks; "
+            f"config.model.name={settings.model.name!r} is not one of {', '.join(NETWORKS)}"
+        )
+    if settings.dequantizer.name != "none":
+        raise ConfigError("--mode=import: score_sde checkpoints hold no learned dequantizer")
+
+    experiment = make_experiment(settings)
+    shape = (1, *experiment.info.shape)
+    imported = interop.load_checkpoint(
+        source.checkpoint,
+        experiment.network,
+        shape,
+        format=source.format,
+        use_ema=source.use_ema,
+    )
+    fresh = experiment.init_state(jax.random.key(settings.seed))
+    same = jax.tree_util.tree_structure(fresh.params) == jax.tree_util.tree_structure(
+        imported.params
+    )
+    if not same:  # load_checkpoint checked names and shapes; this is the train state's view
+        raise ConfigError(
+            f"{source.checkpoint}: the imported parameters do not fit the train state"
+        )
+    state = TrainState(
+        step=jnp.asarray(imported.step, jnp.int32),
+        params=imported.params,
+        ema_params=imported.ema_params,
+        opt_state=experiment.optimizer().init(imported.params),
+    )
+
+    os.makedirs(workdir, exist_ok=True)
+    with WorkdirLock(workdir):
+        store = CheckpointStore(workdir, settings.training.max_to_keep)
+        if store.has_checkpoints():
+            raise ConfigError(f"{workdir} already holds checkpoints; import into a new --workdir")
+        d = settings.data
+        train_it, _ = data_lib.get_dataset(
+            d.dataset,
+            "train",
+            settings.training.batch_size,
+            seed=settings.seed,
+            **d.options("train"),
+        )
+        _write(os.path.join(workdir, "config.json"), settings.config_json)
+        record = {
+            "source": os.path.abspath(imported.path),
+            "sha256": imported.sha256,
+            "format": imported.format,
+            "step": imported.step,
+            "use_ema": source.use_ema,
+        }
+        _write(os.path.join(workdir, RECORD), json.dumps(record, indent=2))
+        store.save("snapshot", imported.step, state, train_it.get_state())
+    logging.info(
+        "imported %s (%s, step %d, sha256 %s) into %s",
+        imported.path, imported.format, imported.step, imported.sha256, workdir,
+    )  # fmt: skip
+    return state
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
