@@ -7,8 +7,10 @@ grain pipeline: shard over processes, shuffle (seeded), per-record random transf
 JSON-able dict (`get_state` / `set_state`), saved beside the train state for exact resume.
 
 - Images from tfds (`cifar10`, `mnist`, `fashion_mnist`, `celeba`, `lsun_bedroom`,
-  `lsun_church`) through `tfds.data_source(name, split, data_dir)`: random access over
-  ArrayRecord files, no TensorFlow needed. Images are NHWC.
+  `lsun_church`, `imagenet64`: `imagenet_resized/64x64`) through `tfds.data_source(name,
+  split, data_dir)`: random access over ArrayRecord files, no TensorFlow needed. Images
+  are NHWC. `imagenet64` is also described without its files (its published shape, sizes
+  and 1000 classes), so that networks imported for it sample without the data.
 - `digits`: scikit-learn's 8x8 digits (17 intensity levels), shipped with the package:
   the embedded default data set, which needs no download.
 - Toy 2-D data: `gmm` (a ring of eight Gaussians with known density, see
@@ -42,6 +44,13 @@ class ImageSource:
     n_levels: int = 256
     center_crop: int | None = None  # square crop before resizing (CelebA's faces)
     num_classes: int = 0  # classes of its "label" feature; 0: no class labels
+    splits: tuple[tuple[str, str], ...] = ()  # sde_gen split -> tfds split, where they differ
+    # (shape, {split: examples}) as published, for a set described without its files: the
+    # networks imported for it sample from its description alone (see `describe`)
+    declared: tuple[tuple[int, ...], tuple[tuple[str, int], ...]] | None = None
+
+    def tfds_split(self, split: str) -> str:
+        return dict(self.splits).get(split, split)
 
 
 IMAGE_DATASETS = {
@@ -51,6 +60,13 @@ IMAGE_DATASETS = {
     "celeba": ImageSource("celeb_a", center_crop=140),
     "lsun_bedroom": ImageSource("lsun/bedroom"),
     "lsun_church": ImageSource("lsun/church_outdoor"),
+    # ImageNet downsampled to 64x64 (Chrabaszcz et al. 2017; guided-diffusion's 64x64 set)
+    "imagenet64": ImageSource(
+        "imagenet_resized/64x64",
+        num_classes=1000,
+        splits=(("test", "validation"),),
+        declared=((64, 64, 3), (("train", 1_281_167), ("test", 50_000))),
+    ),
 }
 TOY_DATASETS = ("gmm", "swiss_roll", "checkerboard", "heartbeat")
 DATASETS = (*IMAGE_DATASETS, "digits", *TOY_DATASETS)
@@ -164,7 +180,9 @@ def _open_tfds(spec: ImageSource, split: str, data_dir: str | None):
     import tensorflow_datasets as tfds
 
     try:
-        return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False)
+        return tfds.data_source(
+            spec.tfds_name, split=spec.tfds_split(split), data_dir=data_dir, download=False
+        )
     except Exception as err:  # tfds raises several types for a missing or unprepared set
         raise DataNotPreparedError(
             f"tfds data set {spec.tfds_name!r} (split {split!r}) is not prepared in "
@@ -202,10 +220,21 @@ def describe(
     centered: bool = True,
 ) -> DataInfo:
     """What `get_dataset` would yield (shape after resizing, levels, size, classes), from one
-    record; `DataNotPreparedError` for a tfds set that is not prepared."""
+    record; `DataNotPreparedError` for a tfds set that is not prepared, except one with a
+    published description (`imagenet64`), which is described from it: a network imported
+    for it samples without the data, and whatever reads the data stops at `get_dataset`."""
     choose("data set", name, dict.fromkeys(DATASETS))
     choose("split", split, dict.fromkeys(SPLITS))
-    source, n_levels, crop = _open(name, split, data_dir)
+    try:
+        source, n_levels, crop = _open(name, split, data_dir)
+    except DataNotPreparedError:
+        spec = IMAGE_DATASETS[name]
+        if spec.declared is None or image_size not in (None, spec.declared[0][0]):
+            raise
+        shape, sizes = spec.declared
+        data_range = (-1.0, 1.0) if centered else (0.0, 1.0)
+        examples = dict(sizes)[split]
+        return DataInfo(name, shape, spec.n_levels, data_range, examples, spec.num_classes)
     shape = np.shape(source[0]["x"])
     if n_levels is not None and name in IMAGE_DATASETS:
         size = image_size or (crop or shape[0])
