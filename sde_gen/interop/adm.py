@@ -16,7 +16,10 @@ first fault is named with both shapes.
 - `convert_adm_state_dict(state_dict, model, image_size)` and
   `convert_adm_classifier_state_dict(...)`: the variables `{"params": ...}`;
 - `load_torch_state_dict(path)` (needs torch, the `[torch]` extra; `weights_only=True`) and
-  `load_npz_state_dict(path)`: `{name: float32 array}`.
+  `load_npz_state_dict(path)`: `{name: float32 array}`;
+- `load_adm_checkpoint(path, model, image_size)`: a released `.pt` (or `.npz`) file read,
+  converted and checked for `--mode=import`, every fault one `CheckpointFormatError` /
+  `CheckpointMismatch` / `FileNotFoundError` line.
 
 The networks take NHWC images in [-1, 1] and guided-diffusion's integer timesteps
 `n in [0, N-1]` as time labels: with `sde_gen.DiscreteVPSDE(discrete_betas(schedule, N))`
@@ -26,6 +29,7 @@ first; `sde_gen.ModelScore` reads the first C.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..models import ADM, ADMClassifier
+from .score_sde import CheckpointFormatError, CheckpointMismatch, ImportedCheckpoint, _sha256
 
 __all__ = [
     "adm_classifier_model",
@@ -42,6 +47,7 @@ __all__ = [
     "adm_unet",
     "convert_adm_classifier_state_dict",
     "convert_adm_state_dict",
+    "load_adm_checkpoint",
     "load_npz_state_dict",
     "load_torch_state_dict",
 ]
@@ -478,3 +484,53 @@ def load_npz_state_dict(path) -> dict[str, np.ndarray]:
     """A state dict saved as `.npz` (one array per torch name) as float32 arrays."""
     with np.load(path) as f:
         return {k: np.asarray(f[k], np.float32) for k in f.files}
+
+
+def load_adm_checkpoint(
+    path: str, model: ADM | ADMClassifier, image_size: int
+) -> ImportedCheckpoint:
+    """A guided-diffusion state dict (`.npz`, else a torch `.pt`) as the variables of `model`
+    (an `ADM` or an `ADMClassifier`), checked name by name and shape by shape. The released
+    files hold one set of weights (the EMA) and no step: both parameter sets are that
+    set, at step 0."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    source = f"adm state dict {path}"
+    if path.endswith(".npz"):
+        try:
+            state_dict = load_npz_state_dict(path)
+        except Exception as err:  # a truncated or foreign file: zipfile, pickle, OS errors
+            raise CheckpointFormatError(
+                f"{path} cannot be read as an adm .npz state dict ({type(err).__name__})"
+            ) from None
+    else:
+        try:
+            state_dict = load_torch_state_dict(path)
+        except ImportError:
+            raise CheckpointFormatError(
+                f"{path} is read as a guided-diffusion .pt file; that needs PyTorch "
+                "(pip install 'sde_gen[torch]'), or save the state dict as .npz"
+            ) from None
+        except Exception as err:  # torch raises several types for a corrupt or foreign file
+            raise CheckpointFormatError(
+                f"{path} cannot be read as an adm .pt state dict ({type(err).__name__})"
+            ) from None
+    try:
+        if isinstance(model, ADMClassifier):
+            variables = convert_adm_classifier_state_dict(state_dict, model, image_size)
+        else:
+            variables = convert_adm_state_dict(state_dict, model, image_size)
+    except ValueError as err:
+        raise CheckpointMismatch(f"{source}: {err}") from None
+    for leaf_path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+        if not bool(jnp.all(jnp.isfinite(leaf))):
+            name = "/".join(str(getattr(k, "key", k)) for k in leaf_path[1:])
+            raise CheckpointMismatch(f"{source}: parameter {name} is not finite")
+    return ImportedCheckpoint(
+        step=0,
+        ema_params=variables,
+        params=variables,
+        format="adm",
+        path=path,
+        sha256=_sha256(path),
+    )
