@@ -102,6 +102,8 @@ NON_NETWORK_KEYS = frozenset(
 # What a workdir's checkpoints were trained with, which no later run on it may change.
 FIXED_FOR_WORKDIR = ("model", "dequantizer", "training.sde", "data.dataset", "data.image_size")
 DEQUANTIZERS = ("none", "flow")
+# What --mode=import reads: score_sde's checkpoints, guided-diffusion's state dicts ("adm").
+IMPORT_FORMATS = (*interop.FORMATS, "adm")
 
 
 class ConfigError(ValueError):
@@ -402,8 +404,10 @@ class EvalSettings:
 @dataclasses.dataclass(frozen=True)
 class InteropSettings:
     """What `--mode=import` reads: a score_sde (`checkpoint_<n>`) or score_sde_pytorch
-    (`.pth`) checkpoint, its `format` ("auto" tells them apart), and whether the imported
-    EMA is its EMA (`use_ema`) or its raw training weights."""
+    (`.pth`) checkpoint, or a guided-diffusion state dict (`.pt` / `.npz`, format "adm"),
+    its `format` (one of `IMPORT_FORMATS`; "auto" tells them apart, by the file for
+    score_sde's networks and by the network for ADM's), and whether the imported EMA is its
+    EMA (`use_ema`) or its raw training weights."""
 
     checkpoint: str | None
     format: str
@@ -934,7 +938,7 @@ def load(config: ml_collections.ConfigDict, num_devices: int | None = None) -> S
         config_json=config.to_json_best_effort(indent=2),
         interop=InteropSettings(
             checkpoint=r.string("interop.checkpoint"),
-            format=r.choice("interop.format", interop.FORMATS, "auto"),
+            format=r.choice("interop.format", IMPORT_FORMATS, "auto"),
             use_ema=r.flag("interop.use_ema", True),
         ),
     )

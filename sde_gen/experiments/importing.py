@@ -1,6 +1,8 @@
-"""`--mode=import`: a released score_sde or score_sde_pytorch checkpoint as an ordinary
-workdir, which `--mode=sample` and `--mode=eval` (and a resumed `--mode=train`) then use
-unchanged.
+"""`--mode=import`: a released score_sde or score_sde_pytorch checkpoint, or one of
+guided-diffusion's state dicts (an ADM diffusion model or classifier, `interop.format="adm"`),
+as an ordinary workdir, which `--mode=sample` and `--mode=eval` (and a resumed
+`--mode=train`) then use unchanged; an imported classifier guides through
+`sampling.classifier_workdir`.
 
 The checkpoint is read and checked against the configured network before anything is
 written: a missing file, a corrupt one, or one whose parameters are not the network's (the
@@ -22,13 +24,18 @@ from absl import logging
 
 from .. import data as data_lib
 from .. import interop
+from ..interop import adm as adm_interop
 from .checkpoints import CheckpointStore, WorkdirLock
 from .config import ConfigError, Settings, load
 from .kinds import make_experiment
 from .state import TrainState
 
 NETWORKS = ("ncsnpp", "ddpmpp")  # what score_sde's checkpoints hold
+ADM_NETWORKS = ("adm", "adm_classifier")  # what guided-diffusion's state dicts hold
 RECORD = "imported.json"
+# A fresh iterator's state (the start of the stream), for a data set that is described but
+# not prepared (imagenet64): what `get_dataset(...)[0].get_state()` returns before any batch.
+START_OF_STREAM = {"next_index": 0}
 
 
 def import_checkpoint(settings: Settings, workdir: str) -> TrainState:
@@ -38,27 +45,50 @@ def import_checkpoint(settings: Settings, workdir: str) -> TrainState:
     source = settings.interop
     if source.checkpoint is None:
         raise ConfigError(
-            "--mode=import needs config.interop.checkpoint=PATH (a score_sde checkpoint_<n> "
-            "or a score_sde_pytorch .pth file)"
+            "--mode=import needs config.interop.checkpoint=PATH (a score_sde checkpoint_<n>, "
+            "a score_sde_pytorch .pth file or a guided-diffusion .pt / .npz state dict)"
         )
-    if settings.model.name not in NETWORKS:
+    name = settings.model.name
+    adm = name in ADM_NETWORKS
+    if source.format == "adm" and not adm:
         raise ConfigError(
-            f"--mode=import reads score_sde's NCSN++ / DDPM++ / DDPM networks; "
-            f"config.model.name={settings.model.name!r} is not one of {', '.join(NETWORKS)}"
+            f"config.interop.format='adm' reads guided-diffusion's networks; "
+            f"config.model.name={name!r} is not one of {', '.join(ADM_NETWORKS)}"
+        )
+    if adm and source.format not in ("adm", "auto"):
+        raise ConfigError(
+            f"config.model.name={name!r} is imported from a guided-diffusion state dict: "
+            f"config.interop.format={source.format!r} must be 'adm' (or 'auto')"
+        )
+    if not adm and name not in NETWORKS:
+        raise ConfigError(
+            f"--mode=import reads score_sde's NCSN++ / DDPM++ / DDPM networks and "
+            f"guided-diffusion's ADM networks; config.model.name={name!r} is not one of "
+            f"{', '.join(NETWORKS + ADM_NETWORKS)}"
         )
     if settings.dequantizer.name != "none":
-        raise ConfigError("--mode=import: score_sde checkpoints hold no learned dequantizer")
+        raise ConfigError("--mode=import: the imported checkpoints hold no learned dequantizer")
+    if adm and not source.use_ema:
+        raise ConfigError(
+            "config.interop.use_ema=False: a guided-diffusion state dict holds one set of "
+            "weights (no raw training weights beside them)"
+        )
 
     experiment = make_experiment(settings)
     shape = (1, *experiment.info.shape)
-    imported = interop.load_checkpoint(
-        source.checkpoint,
-        experiment.network,
-        shape,
-        format=source.format,
-        use_ema=source.use_ema,
-    )
-    fresh = experiment.init_state(jax.random.key(settings.seed))
+    if adm:
+        imported = adm_interop.load_adm_checkpoint(
+            source.checkpoint, experiment.network, experiment.info.shape[0]
+        )
+    else:
+        imported = interop.load_checkpoint(
+            source.checkpoint,
+            experiment.network,
+            shape,
+            format=source.format,
+            use_ema=source.use_ema,
+        )
+    fresh = jax.eval_shape(experiment.init_state, jax.random.key(settings.seed))
     same = jax.tree_util.tree_structure(fresh.params) == jax.tree_util.tree_structure(
         imported.params
     )
@@ -78,14 +108,7 @@ def import_checkpoint(settings: Settings, workdir: str) -> TrainState:
         store = CheckpointStore(workdir, settings.training.max_to_keep)
         if store.has_checkpoints():
             raise ConfigError(f"{workdir} already holds checkpoints; import into a new --workdir")
-        d = settings.data
-        train_it, _ = data_lib.get_dataset(
-            d.dataset,
-            "train",
-            settings.training.batch_size,
-            seed=settings.seed,
-            **d.options("train"),
-        )
+        data_state = _data_state(settings)
         _write(os.path.join(workdir, "config.json"), settings.config_json)
         record = {
             "source": os.path.abspath(imported.path),
@@ -95,12 +118,31 @@ def import_checkpoint(settings: Settings, workdir: str) -> TrainState:
             "use_ema": source.use_ema,
         }
         _write(os.path.join(workdir, RECORD), json.dumps(record, indent=2))
-        store.save("snapshot", imported.step, state, train_it.get_state())
+        store.save("snapshot", imported.step, state, data_state)
     logging.info(
         "imported %s (%s, step %d, sha256 %s) into %s",
         imported.path, imported.format, imported.step, imported.sha256, workdir,
     )  # fmt: skip
     return state
+
+
+def _data_state(settings: Settings) -> dict:
+    """The train iterator's state at the start (resuming training reads it); for a data set
+    that is only described (imagenet64 unprepared), the start of its stream."""
+    d = settings.data
+    try:
+        train_it, _ = data_lib.get_dataset(
+            d.dataset,
+            "train",
+            settings.training.batch_size,
+            seed=settings.seed,
+            **d.options("train"),
+        )
+    except data_lib.DataNotPreparedError:
+        if data_lib.IMAGE_DATASETS[d.dataset].declared is None:
+            raise
+        return dict(START_OF_STREAM)
+    return train_it.get_state()
 
 
 def _write(path: str, text: str) -> None:
