@@ -30,6 +30,15 @@ def sde(request):
 
 
 @pytest.fixture
+def mock_cifar():
+    """tfds's mock CIFAR-10 (8 examples) for tests that open the data set."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        yield
+
+
+@pytest.fixture
 def key():
     return jax.random.key(0)
 

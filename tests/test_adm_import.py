@@ -8,7 +8,7 @@ import json
 import os
 
 import numpy as np
-import pytest
+from importing import assert_import_refused
 
 from sde_gen.interop import adm
 
@@ -23,14 +23,6 @@ MODEL_FLAGS = dict(
     use_new_attention_order=True, use_fp16=True, use_scale_shift_norm=True,
 )  # fmt: skip
 CLASSIFIER_FLAGS = dict(image_size=64, classifier_depth=4)
-
-
-@pytest.fixture
-def mock_cifar():
-    import tensorflow_datasets as tfds
-
-    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
-        yield
 
 
 def fixture_config(shipped, fixture, checkpoint):
@@ -98,33 +90,26 @@ def test_imported_model_and_classifier_sample_with_guidance(tmp_path, mock_cifar
     assert outputs and all(os.path.exists(p) for p in outputs)
 
 
-def _refused(tmp_path, config, error, match):
-    from sde_gen import experiments
-
-    workdir = tmp_path / "run"
-    with pytest.raises(error, match=match) as caught:
-        experiments.run("import", experiments.load(config), str(workdir))
-    assert "\n" not in str(caught.value)
-    assert isinstance(caught.value, experiments.UserError)
-    assert not workdir.exists()  # refused before anything was written
-
-
 def test_import_of_another_networks_state_dict_names_the_first_mismatch(tmp_path, mock_cifar):
     from sde_gen.interop import CheckpointMismatch
 
     config = fixture_config("adm_imagenet64", "cond", "adm_guided_diffusion_cond.npz")
     config.model.nf = 64  # the fixture's network has 32 channels
-    _refused(tmp_path, config, CheckpointMismatch, r"adm state dict .* has shape .* needs")
+    assert_import_refused(
+        tmp_path, config, CheckpointMismatch, r"adm state dict .* has shape .* needs"
+    )
 
 
-def test_import_of_a_missing_or_corrupt_file_is_refused(tmp_path, mock_cifar):
+def test_import_of_a_missing_or_corrupt_file_isassert_import_refused(tmp_path, mock_cifar):
     from sde_gen.interop import CheckpointFormatError
 
     config = fixture_config("adm_imagenet64", "cond", "adm_guided_diffusion_cond.npz")
     config.interop.checkpoint = str(tmp_path / "64x64_diffusion.pt")
-    _refused(tmp_path, config, FileNotFoundError, r"checkpoint .*64x64_diffusion.pt does not")
+    assert_import_refused(
+        tmp_path, config, FileNotFoundError, r"checkpoint .*64x64_diffusion.pt does not"
+    )
     broken = tmp_path / "broken.npz"
     with open(os.path.join(FIXTURES, "adm_guided_diffusion_cond.npz"), "rb") as f:
         broken.write_bytes(f.read()[:1000])
     config.interop.checkpoint = str(broken)
-    _refused(tmp_path, config, CheckpointFormatError, "cannot be read as an adm .npz")
+    assert_import_refused(tmp_path, config, CheckpointFormatError, "cannot be read as an adm .npz")

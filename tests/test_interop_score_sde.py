@@ -15,6 +15,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from importing import assert_import_refused
 
 import sde_gen as sg
 from sde_gen.interop import (
@@ -169,14 +170,6 @@ def import_config(described, checkpoint):
     return config
 
 
-@pytest.fixture
-def mock_cifar():
-    import tensorflow_datasets as tfds
-
-    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
-        yield
-
-
 FAST_IMPORTS = ("ve_ncsnpp_continuous", "vp_ddpmpp_continuous")
 IMPORTS = [
     *[("score_sde", v) for v in FAST_IMPORTS],
@@ -230,28 +223,19 @@ def test_sample_mode_reads_an_imported_workdir(tmp_path, mock_cifar):
     assert os.path.exists(grid)
 
 
-def _refused(tmp_path, config, error, match):
-    from sde_gen import experiments
-
-    workdir = tmp_path / "run"
-    with pytest.raises(error, match=match) as caught:
-        experiments.run("import", experiments.load(config), str(workdir))
-    assert "\n" not in str(caught.value)
-    assert isinstance(caught.value, experiments.UserError)
-    assert not workdir.exists()  # refused before anything was written
-
-
-def test_import_of_a_missing_file_is_refused(tmp_path, mock_cifar):
+def test_import_of_a_missing_file_isassert_import_refused(tmp_path, mock_cifar):
     described = FLAX_VARIANTS["vp_ddpmpp_continuous"]
     config = import_config(described, str(tmp_path / "checkpoint_26"))
-    _refused(tmp_path, config, FileNotFoundError, r"checkpoint .*checkpoint_26 does not exist")
+    assert_import_refused(
+        tmp_path, config, FileNotFoundError, r"checkpoint .*checkpoint_26 does not exist"
+    )
 
 
 def test_import_of_another_networks_checkpoint_names_the_first_mismatch(tmp_path, mock_cifar):
     described = FLAX_VARIANTS["vp_ddpmpp_continuous"]
     config = import_config(described, flax_checkpoint("vp_ddpmpp_continuous"))
     config.model.nf = 8  # the checkpoint's network has nf=4
-    _refused(
+    assert_import_refused(
         tmp_path,
         config,
         CheckpointMismatch,
@@ -261,7 +245,7 @@ def test_import_of_another_networks_checkpoint_names_the_first_mismatch(tmp_path
 
 
 @pytest.mark.parametrize("fmt", ["score_sde", "score_sde_pytorch"])
-def test_import_of_a_truncated_file_is_refused(tmp_path, mock_cifar, fmt):
+def test_import_of_a_truncated_file_isassert_import_refused(tmp_path, mock_cifar, fmt):
     if fmt == "score_sde":
         variant, source = "vp_ddpmpp_continuous", flax_checkpoint("vp_ddpmpp_continuous")
     else:
@@ -273,13 +257,13 @@ def test_import_of_a_truncated_file_is_refused(tmp_path, mock_cifar, fmt):
     broken = tmp_path / "broken"
     broken.write_bytes(data[: len(data) // 2])
     config = import_config(FLAX_VARIANTS[variant], str(broken))
-    _refused(tmp_path, config, CheckpointFormatError, f"cannot be read as a {fmt} ")
+    assert_import_refused(tmp_path, config, CheckpointFormatError, f"cannot be read as a {fmt} ")
 
 
-def test_import_of_a_file_of_another_kind_is_refused(tmp_path, mock_cifar):
+def test_import_of_a_file_of_another_kind_isassert_import_refused(tmp_path, mock_cifar):
     other = tmp_path / "notes.txt"
     other.write_text("not a checkpoint")
     config = import_config(FLAX_VARIANTS["vp_ddpmpp_continuous"], str(other))
-    _refused(
+    assert_import_refused(
         tmp_path, config, CheckpointFormatError, "neither a score_sde .* nor a score_sde_pytorch"
     )

@@ -55,6 +55,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from .._files import sha256_of_file
+
 SNAPSHOTS, PREEMPTION = "checkpoints", "checkpoints-meta"
 SEAL = "_SEAL.json"
 ITEMS = ("state", "data", "checksums")
@@ -497,16 +499,6 @@ def _files(step_dir: str) -> list[str]:
     return sorted(out)
 
 
-def _file_sha256(file: str, sync: bool = False) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-        if sync:
-            os.fsync(f.fileno())
-    return h.hexdigest()
-
-
 def _write_seal(step_dir: str, step: int) -> None:
     """Hash (and flush to disk) every file of a finished step, then write the seal: the
     step is complete from the rename of the seal on."""
@@ -514,7 +506,7 @@ def _write_seal(step_dir: str, step: int) -> None:
         "format": FORMAT,
         "step": step,
         "files": {
-            rel: _file_sha256(os.path.join(step_dir, rel), sync=True) for rel in _files(step_dir)
+            rel: sha256_of_file(os.path.join(step_dir, rel), sync=True) for rel in _files(step_dir)
         },
     }
     body["sha256"] = _sha256(_canonical_json(body))
@@ -563,7 +555,7 @@ def _check_seal(path: str, step: int) -> None:
     if extra:
         raise CorruptCheckpointError(path, f"unexpected file {extra[0]}")
     for rel in present:
-        if _file_sha256(os.path.join(path, rel)) != sealed[rel]:
+        if sha256_of_file(os.path.join(path, rel)) != sealed[rel]:
             raise CorruptCheckpointError(path, f"{rel} was modified or damaged (sha256 mismatch)")
     for item in ITEMS:
         if not os.path.isdir(os.path.join(path, item)):

@@ -37,8 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._files import sha256_of_file
 from ..models import ADM, ADMClassifier
-from .score_sde import CheckpointFormatError, CheckpointMismatch, ImportedCheckpoint, _sha256
+from .score_sde import CheckpointFormatError, CheckpointMismatch, ImportedCheckpoint
 
 __all__ = [
     "adm_classifier_model",
@@ -532,5 +533,5 @@ def load_adm_checkpoint(
         params=variables,
         format="adm",
         path=path,
-        sha256=_sha256(path),
+        sha256=sha256_of_file(path),
     )

@@ -32,7 +32,6 @@ wrapper of `score_settings` (`tests/test_interop_score_sde.py` measures it).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -42,6 +41,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .._files import sha256_of_file
 
 FORMATS = ("auto", "score_sde", "score_sde_pytorch")
 
@@ -410,14 +411,6 @@ def pytorch_state_to_sde_gen(
     return out
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_checkpoint(
     path: str,
     model: nn.Module,
@@ -476,5 +469,5 @@ def load_checkpoint(
         params=as_jax(target if target is not None else ema),
         format=format,
         path=path,
-        sha256=_sha256(path),
+        sha256=sha256_of_file(path),
     )

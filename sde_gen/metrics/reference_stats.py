@@ -19,12 +19,12 @@ file and what is wrong with it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import zipfile
 
 import numpy as np
 
+from .._files import sha256_of_file
 from .frechet import FeatureStats, feature_stats
 
 # (name, keys) in the order tried; the name is what the report records.
@@ -55,14 +55,6 @@ class ReferenceStats:
             "reference_stats_format": self.format,
             "reference_examples": self.n,
         }
-
-
-def sha256_of_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_finite(path: str, name: str, value: np.ndarray) -> None:
