@@ -15,11 +15,11 @@ split against the reference split): the floor that sampler error cannot go below
 Prints a markdown table and writes a PNG plot of FID against NFE.
 
     python benchmarks/sampler_fid.py --workdir=runs/digits --optimized-grids unipc,dpm_solver_3m
-        [--budgets 5,10] [--fit-samples 256]
+        [--budgets 5,10] [--fit-samples 64] [--fit-iterations 100]
 
 instead compares, per solver and NFE budget, the log-SNR grid with a grid fitted to the
-model by `sg.optimize_grid` (on `--fit-samples` prior draws of another key than the eval
-samples'; saved under the run's `eval/grids/` and read back through
+model by `sg.optimize_grid` (`--fit-iterations` Adam steps on `--fit-samples` prior draws
+of another key than the eval samples'; saved under the run's `eval/grids/` and read back through
 `config.sampling.grid=PATH.npy`, as a user would).
 """
 
@@ -76,7 +76,8 @@ def main(argv=None) -> None:
     parser.add_argument("--pc-steps", type=int, default=1000)
     parser.add_argument("--plot", default="docs/sampler_fid.png")
     parser.add_argument("--optimized-grids", default=None, help="solvers: fitted vs log-SNR grids")
-    parser.add_argument("--fit-samples", type=int, default=256)
+    parser.add_argument("--fit-samples", type=int, default=64)
+    parser.add_argument("--fit-iterations", type=int, default=100)
     args = parser.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
     if args.optimized_grids:
