@@ -58,6 +58,8 @@ def test_shipped_configs_are_the_released_networks_without_the_data():
     assert model.interop.format == classifier.interop.format == "adm"
 
 
+@pytest.mark.slow  # 25 s; the guided score of the converted networks is checked in the
+# default suite by tests/test_adm_guided_diffusion.py, import-then-sample by test_interop_score_sde
 def test_imported_model_and_classifier_sample_with_guidance(tmp_path, mock_cifar):
     from sde_gen import experiments
     from sde_gen.experiments import evaluate

@@ -10,6 +10,8 @@ from sde_gen.metrics import inception
 
 
 @pytest.mark.slow  # builds the 24M-parameter network; the error paths stay in the default suite
+@pytest.mark.slow  # forward and conversion are checked on pytorch-fid's own outputs by
+# tests/test_inception_pytorch_fid.py in the default suite
 def test_random_weights_forward_save_load_and_torch_conversion(tmp_path):
     """One test, as building the 24M random variables is the expensive part."""
     variables = inception.init_random(jax.random.key(0), 75)

@@ -105,6 +105,7 @@ def _build_wheel(out: str, tmp: str) -> str:
     return os.path.join(out, wheel)
 
 
+@pytest.mark.slow  # builds a wheel (pip's isolated build fetches setuptools)
 def test_the_wheel_ships_the_configs_and_the_console_script(tmp_path):
     wheel = _build_wheel(str(tmp_path / "dist"), str(tmp_path))
     with zipfile.ZipFile(wheel) as z:
