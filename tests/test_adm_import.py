@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from importing import assert_import_refused
 
 from sde_gen.interop import adm
