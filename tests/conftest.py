@@ -47,6 +47,9 @@ def key():
 # waiting for a long test picked up last.
 LONGEST_FIRST = (
     "test_tiny_digits_run_then_eval",
+    "test_the_network_and_the_dequantizer_train_jointly",
+    "test_import_mode_writes_a_workdir_with_the_reference_score",
+    "test_classifier_guidance_with_converted_networks",
     "test_toy_2d_run_samples_the_mixture_weights",
     "test_tiny_vp_cifar_run_through_the_tfds_pipeline",
     "test_short_runs_improve_k_and_eval_reports_it",

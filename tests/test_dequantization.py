@@ -32,7 +32,11 @@ def perturbed(variables, scale, seed=2):
     return jax.tree_util.tree_unflatten(tree, noisy)
 
 
-@pytest.mark.parametrize("shape", [(3, 6), (2, 3, 3, 2)], ids=["vectors", "images"])
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param((3, 6), marks=pytest.mark.slow), (2, 3, 3, 2)],  # images: the digits' path
+    ids=["vectors", "images"],
+)
 def test_flow_log_density_is_the_change_of_variables(shape):
     """`log q(u | k)` equals `log N(eps) - log |det du/deps|` with the Jacobian by autodiff
     (float64: agreement to rounding)."""
@@ -58,6 +62,7 @@ def test_flow_log_density_is_the_change_of_variables(shape):
             assert float(log_q[i]) == pytest.approx(float(expected(eps[i], x[i])), abs=1e-9)
 
 
+@pytest.mark.slow  # 16 s of compilation for a range check
 def test_dequantized_values_stay_in_their_bins():
     """`y = lo + (hi - lo) (k + u) / L` lies inside bin k of the data's grid."""
     n_levels, data_range = 17, (-1.0, 1.0)

@@ -94,6 +94,7 @@ def test_smc_gives_the_mixture_posterior_component_weights():
     assert weight["replacement"] < exact - 0.15, (weight, exact)
 
 
+@pytest.mark.slow  # 14 s; inpainting through SMC stays in the default suite
 def test_smc_colorization_keeps_the_gray_level_and_samples_color():
     sde = sg.VPSDE()
     data = sg.Gaussian(jnp.zeros((4, 4, 3)), jnp.full((4, 4, 3), 0.3))
