@@ -28,6 +28,7 @@ from ..interop import adm as adm_interop
 from .checkpoints import CheckpointStore, WorkdirLock
 from .config import ConfigError, Settings, load
 from .kinds import make_experiment
+from .reporting import write_text
 from .state import TrainState
 
 NETWORKS = ("ncsnpp", "ddpmpp")  # what score_sde's checkpoints hold
@@ -109,7 +110,7 @@ def import_checkpoint(settings: Settings, workdir: str) -> TrainState:
         if store.has_checkpoints():
             raise ConfigError(f"{workdir} already holds checkpoints; import into a new --workdir")
         data_state = _data_state(settings)
-        _write(os.path.join(workdir, "config.json"), settings.config_json)
+        write_text(os.path.join(workdir, "config.json"), settings.config_json)
         record = {
             "source": os.path.abspath(imported.path),
             "sha256": imported.sha256,
@@ -117,7 +118,7 @@ def import_checkpoint(settings: Settings, workdir: str) -> TrainState:
             "step": imported.step,
             "use_ema": source.use_ema,
         }
-        _write(os.path.join(workdir, RECORD), json.dumps(record, indent=2))
+        write_text(os.path.join(workdir, RECORD), json.dumps(record, indent=2))
         store.save("snapshot", imported.step, state, data_state)
     logging.info(
         "imported %s (%s, step %d, sha256 %s) into %s",
@@ -143,10 +144,3 @@ def _data_state(settings: Settings) -> dict:
             raise
         return dict(START_OF_STREAM)
     return train_it.get_state()
-
-
-def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -153,6 +153,14 @@ def save_loss_curve(workdir: str, metrics_path: str) -> None:
         save_curve(os.path.join(workdir, "loss.png"), steps, {"training loss": losses})
 
 
+def write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically (a temporary file renamed into place)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_report(path: str, report: dict) -> str:
     """Write a JSON report atomically and log it."""
     os.makedirs(os.path.dirname(path), exist_ok=True)

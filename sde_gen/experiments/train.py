@@ -21,7 +21,7 @@ from ..models import count_params
 from .checkpoints import CheckpointStore, NonFiniteStateError, WorkdirLock
 from .config import Settings, check_same_experiment, load
 from .kinds import make_experiment
-from .reporting import MetricsWriter, format_seconds, save_loss_curve
+from .reporting import MetricsWriter, format_seconds, save_loss_curve, write_text
 from .state import DEQUANTIZER, TrainState, pmap_train_step, replicate, unreplicate
 
 MAX_IN_FLIGHT = 2  # train steps dispatched ahead of the host
@@ -63,10 +63,7 @@ def _train(settings: Settings, workdir: str) -> TrainState:
     store = CheckpointStore(workdir, training.max_to_keep)
     check_same_experiment(settings, workdir, has_checkpoints=store.has_checkpoints())
     if is_main:
-        tmp = os.path.join(workdir, "config.json.tmp")
-        with open(tmp, "w") as f:
-            f.write(settings.config_json)
-        os.replace(tmp, os.path.join(workdir, "config.json"))
+        write_text(os.path.join(workdir, "config.json"), settings.config_json)
 
     d = settings.data
     train_it, _ = data_lib.get_dataset(
