@@ -1,10 +1,12 @@
 """Input pipelines: tfds data sources, scikit-learn digits and toy 2-D data, through grain.
 
 Every data set is a random-access source of records `{"x": ..., "label": ...}` fed to one
-grain pipeline: shard over processes, shuffle (seeded), per-record random transforms
-(flip, uniform dequantization, each from grain's per-record RNG), batch, and reshape to
-`(num_devices, batch / num_devices, *shape)` for `pmap`. The iterator's state is a small
-JSON-able dict (`get_state` / `set_state`), saved beside the train state for exact resume.
+grain pipeline: shuffle (seeded), per-record random transforms (flip, uniform
+dequantization, each from grain's per-record RNG), batch, split over processes, and
+reshape to `(num_devices, batch / num_devices, *shape)` for `pmap`. In a multi-process run every
+process reads its own rows of each global batch from the same global stream. The
+iterator's state is a small JSON-able dict (`get_state` / `set_state`) that counts global
+batches, saved beside the train state for exact resume with any number of processes.
 
 - Images from tfds (`cifar10`, `mnist`, `fashion_mnist`, `celeba`, `lsun_bedroom`,
   `lsun_church`, `imagenet64`: `imagenet_resized/64x64`) through `tfds.data_source(name,
@@ -252,8 +254,9 @@ def load_arrays(
     n = info.num_examples if limit is None else min(limit, info.num_examples)
     batch = math.gcd(n, 256) or 1
     it, info = get_dataset(
-        name, split, batch, shuffle=False, num_epochs=1, num_devices=1, seed=seed, **options
-    )
+        name, split, batch, shuffle=False, num_epochs=1, num_devices=1, seed=seed,
+        split_over_processes=False, **options,
+    )  # fmt: skip
     xs, ys, count = [], [], 0
     for b in it:
         xs.append(b["x"][0])
@@ -321,13 +324,15 @@ def get_dataset(
     num_devices: int | None = None,
     num_threads: int = 2,
     prefetch: int = 2,
+    split_over_processes: bool = True,
 ) -> tuple[grain.DatasetIterator, DataInfo]:
     """A batched, device-sharded iterator over a data set, and what it yields.
 
     Args:
         name: one of `DATASETS`.
         split: "train" or "test".
-        batch_size: the global batch over all devices of all processes.
+        batch_size: the global batch over all devices of all processes (each process
+            yields its `batch_size / processes` rows of it).
         seed: shuffling and random transforms; the same seed gives the same stream.
         data_dir: where tfds data sets are prepared (ignored for digits and toy data).
         image_size: resize images to this square size (CelebA is center-cropped first).
@@ -339,6 +344,8 @@ def get_dataset(
         num_devices: local devices to shard over (default: all local devices).
         num_threads: threads reading and transforming records.
         prefetch: batches prepared ahead of the consumer.
+        split_over_processes: in a multi-process run, each process yields its rows of
+            each batch (False: every process yields whole batches).
 
     Returns:
         `(iterator, info)`; each batch is `{"x": (devices, per_device, *shape), "label": ...}`.
@@ -348,11 +355,12 @@ def get_dataset(
     batch_size = check_steps("batch_size", batch_size)
     num_devices = jax.local_device_count() if num_devices is None else num_devices
     num_devices = check_steps("num_devices", num_devices)
-    shards = num_devices * jax.process_count()
+    processes = jax.process_count() if split_over_processes else 1
+    shards = num_devices * processes
     if batch_size % shards:
         raise ValueError(
             f"batch_size {batch_size} must be divisible by the number of devices "
-            f"({num_devices} local x {jax.process_count()} processes = {shards})"
+            f"({num_devices} local x {processes} processes = {shards})"
         )
     if num_epochs is not None:
         num_epochs = check_steps("num_epochs", num_epochs)
@@ -364,8 +372,12 @@ def get_dataset(
             f"batch_size {batch_size}"
         )
 
+    # One global stream, the same in every process: shuffled and transformed by global
+    # position, so the stream (and the state that resumes it) does not depend on how
+    # many processes read it. Process p reads rows [p b, (p + 1) b) of every global batch
+    # (b = batch_size / processes), so its local devices hold their slice of the batch
+    # in global device order, and an epoch is seen exactly once across processes.
     ds = grain.MapDataset.source(source)
-    ds = ds[jax.process_index() :: jax.process_count()]
     if shuffle:
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)
@@ -374,8 +386,10 @@ def get_dataset(
         transform = _image_transform(n_levels, image_size, crop, random_flip, dequantize, centered)
         ds = ds.random_map(transform, seed=seed + 1)
         shape = transform(source[0], np.random.default_rng(0))["x"].shape
-    per_process = batch_size // jax.process_count()
-    ds = ds.batch(per_process, drop_remainder=True)
+    ds = ds.batch(batch_size // processes, drop_remainder=True)
+    if processes > 1:
+        global_batches = len(ds) // processes  # whole global batches only
+        ds = ds[jax.process_index() : global_batches * processes : processes]
     ds = ds.map(lambda batch: _shard(batch, num_devices))
 
     info = _info(name, source, n_levels, shape, centered)

@@ -105,16 +105,17 @@ def _legendre_integrals(u: Array, n: int) -> Array:
     As `u (u - 2) P_m'(xi) / (m (m + 1))`, whose factor `u = xi + 1` keeps the relative
     accuracy near the left end that `(P_{m+1} - P_{m-1}) / (2m + 1)` loses to cancellation.
     """
+    xp = np if isinstance(u, np.ndarray) else jnp  # numpy for the constants at import
     xi = u - 1
-    p, dp = [jnp.ones_like(xi), xi], [jnp.zeros_like(xi), jnp.ones_like(xi)]
+    p, dp = [xp.ones_like(xi), xi], [xp.zeros_like(xi), xp.ones_like(xi)]
     for m in range(1, n - 1):
         p.append(((2 * m + 1) * xi * p[m] - m * p[m - 1]) / (m + 1))
         dp.append(dp[m - 1] + (2 * m + 1) * p[m])
-    return jnp.stack([u] + [u * (u - 2) * dp[m] / (m * (m + 1)) for m in range(1, n)], -1)
+    return xp.stack([u] + [u * (u - 2) * dp[m] / (m * (m + 1)) for m in range(1, n)], -1)
 
 
 # Cumulative integrals at the nodes: int_{-1}^{x_j} of the interpolant is `_GK_CUMULATIVE @ y`.
-_GK_CUMULATIVE = np.asarray(_legendre_integrals(_GK_NODES + 1, 15)) @ _GK_TO_LEGENDRE
+_GK_CUMULATIVE = _legendre_integrals(np.asarray(_GK_NODES, np.float64) + 1, 15) @ _GK_TO_LEGENDRE
 
 
 class _Panels(eqx.Module):
@@ -230,8 +231,10 @@ def _refine(sde: AbstractLinearSDE, T: Array, rtol: float, max_panels: int, dtyp
         # share would also split the many near an integrable singularity that hardly matter.
         candidate &= priority >= jnp.max(priority) / _SPLIT_FRACTION
         n_free = max_panels - jnp.sum(hi > lo)
-        rank = jnp.zeros(max_panels, jnp.int32).at[jnp.argsort(-priority)].set(
-            jnp.arange(max_panels, dtype=jnp.int32)
+        rank = (
+            jnp.zeros(max_panels, jnp.int32)
+            .at[jnp.argsort(-priority)]
+            .set(jnp.arange(max_panels, dtype=jnp.int32))
         )
         split = candidate & (rank < n_free)
         new = jnp.sort(jnp.concatenate([edges, jnp.where(split, mid, 1.0)]))[: max_panels + 1]

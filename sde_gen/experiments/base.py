@@ -26,6 +26,9 @@ class AbstractExperiment(abc.ABC):
 
     #: names this kind's eval reports and sample folders (`report_<step>_<tag>.json`)
     tag: str = ""
+    #: the modes besides training that share their work over the processes of a
+    #: multi-process run (`sde_gen.distributed`); the others run in one process
+    multi_process_modes: tuple[str, ...] = ()
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -84,7 +87,9 @@ class AbstractExperiment(abc.ABC):
         """`(x, labels)` of a split (its first `limit` examples), in order, through the
         experiment's data pipeline (`overrides` as for `sde_gen.data.get_dataset`)."""
         d = self.settings.data
-        x, y, _ = data_lib.load_arrays(d.dataset, split, limit, seed=seed, **d.options(split, **overrides))
+        x, y, _ = data_lib.load_arrays(
+            d.dataset, split, limit, seed=seed, **d.options(split, **overrides)
+        )
         return x, y
 
 

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from .. import distributed
 from .._files import sha256_of_file
 
 SNAPSHOTS, PREEMPTION = "checkpoints", "checkpoints-meta"
@@ -152,6 +153,12 @@ class CheckpointStore:
 
     A writable store assumes it is the only writer (hold a `WorkdirLock`): on creation it
     removes orbax temporary directories left by a killed save.
+
+    In a multi-process run every process holds a store of the same workdir (a filesystem
+    they share) and calls `save` and `restore_latest` together: orbax's multi-process
+    protocol writes each step (process 0 writes the replicated host state and commits),
+    process 0 alone seals, renames, prunes and cleans up, and the others wait until the
+    step is sealed; `restore_latest` restores the step process 0 chose and verified.
     """
 
     def __init__(
@@ -173,7 +180,8 @@ class CheckpointStore:
             "preemption": os.path.join(self.workdir, PREEMPTION),
         }
         self._checkpointer = None
-        if not read_only:
+        self._main = distributed.is_main()
+        if not read_only and self._main:
             for d in self._dirs.values():
                 os.makedirs(d, exist_ok=True)
                 for name in _listdir(d):
@@ -252,7 +260,7 @@ class CheckpointStore:
             "arrays": {p: _array_record(x) for p, x in leaves},
             "data_sha256": _sha256(_canonical_json(data_json)),
         }
-        if os.path.lexists(path):
+        if os.path.lexists(path) and self._main:
             # A step written again after a fall-back from a damaged later one.
             aside = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
             self._log(f"step directory {path} exists (not a verified checkpoint); moved to {aside}")
@@ -275,12 +283,15 @@ class CheckpointStore:
                     checksums=ocp.args.JsonSave(checksums),
                 ),
             )
-            _write_seal(staging, step)
-            os.rename(staging, path)
-            _fsync_dir(directory)
+            if self._main:
+                _write_seal(staging, step)
+                os.rename(staging, path)
+                _fsync_dir(directory)
+            distributed.barrier("checkpoint-sealed")
         except BaseException as e:
             _await_orbax_writers()
-            _remove_partial(directory, step)
+            if self._main:
+                _remove_partial(directory, step)
             if not isinstance(e, Exception):  # KeyboardInterrupt, SystemExit
                 raise
             kept = f"step {previous}" if previous is not None else "none"
@@ -289,7 +300,8 @@ class CheckpointStore:
                 f"removed, the latest checkpoint is still {kept}",
                 path,
             ) from e
-        self._prune(directory, self.max_to_keep if which == "snapshot" else 1)
+        if self._main:
+            self._prune(directory, self.max_to_keep if which == "snapshot" else 1)
         return path
 
     def _prune(self, directory: str, keep: int) -> None:
@@ -332,7 +344,19 @@ class CheckpointStore:
         workdir has no checkpoint at all. Each corrupt step is reported to `log` by path
         and skipped; a step deleted while being read is skipped silently and the steps
         listed again. Raises `NoValidCheckpointError` if none verifies, and
-        `CheckpointMismatchError` at once if an intact one does not fit `abstract_state`."""
+        `CheckpointMismatchError` at once if an intact one does not fit `abstract_state`.
+        In a multi-process run process 0 chooses (and says so), the others restore its step."""
+        if jax.process_count() > 1:
+            chosen = self._restore_latest(abstract_state, log) if self._main else None
+            step = distributed.broadcast(
+                "checkpoint-restore", None if chosen is None else chosen[0]
+            )
+            if self._main or step is None:
+                return chosen
+            return (step, *self.restore(step, abstract_state))
+        return self._restore_latest(abstract_state, log)
+
+    def _restore_latest(self, abstract_state: Any, log: Log | None) -> tuple[int, Any, dict] | None:
         log = self._log if log is None else log
         tried: dict[str, str] = {}
         while True:
@@ -396,7 +420,17 @@ def _verified_restore(path: str, step: int, abstract_state: Any) -> tuple[Any, d
     import orbax.checkpoint as ocp
 
     try:
-        restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
+        # each process reads on its own: orbax's restore ends in a barrier over the
+        # processes it is told of, and the processes of a run do not restore together
+        # (process 0 verifies and chooses first)
+        me = jax.process_index()
+        alone = ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"restore-{me}"
+        )
+        checkpointer = ocp.Checkpointer(
+            ocp.CompositeCheckpointHandler(), multiprocessing_options=alone
+        )
+        restored = checkpointer.restore(
             path,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),

@@ -56,6 +56,11 @@ def _run(settings: Settings, workdir: str, mode: str) -> list:
     settings = load(settings)
     experiment = make_experiment(settings)
     experiment.check_mode(mode)
+    if jax.process_count() > 1 and mode not in experiment.multi_process_modes:
+        raise ConfigError(
+            f"--mode={mode} of this experiment ({type(experiment).__name__}) runs in one "
+            "process: start it without --num_processes / --distributed"
+        )
     has = CheckpointStore(workdir, read_only=True).has_checkpoints()
     check_same_experiment(settings, workdir, has_checkpoints=has)
     experiment.prepare(workdir, mode)

@@ -10,6 +10,11 @@ files (the domain classifier, reference statistics) are named by a hash of every
 they depend on, so a changed setting makes a fresh cache instead of reusing a stale one.
 Reference statistics can also come from a shared file (pytorch-fid, clean-fid, score_sde;
 `sde_gen.metrics.load_reference_stats`), which is what makes a FID comparable to a paper's.
+
+In a multi-process run the features are computed in fixed chunks shared out over the
+processes (`sde_gen.distributed.map_chunks`), the same chunks one process computes alone,
+so every process ends with the same features and the reports equal one process's; caches
+are written by process 0.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import distributed
 from .. import metrics as metrics_lib
 from ..data import DataInfo
 from ..metrics import inception
@@ -31,6 +37,9 @@ from ..metrics.classifier import get_classifier
 
 # Report keys of each feature space start with its prefix: fid, classifier_fid, data_fid.
 METRIC_PREFIX = {"inception": "", "classifier": "classifier_", "data": "data_"}
+
+# examples per call of a feature network (the domain classifier batches by 512 itself)
+CHUNK = {"inception": 64, "classifier": 512}
 
 # load_split(split, limit) -> (x, labels): examples of the data, in order
 LoadSplit = Callable[[str, "int | None"], tuple[np.ndarray, np.ndarray]]
@@ -95,24 +104,33 @@ class FeatureSpace:
         elif kind == "classifier":
             self.key["classifier_steps"] = classifier_steps
             path = os.path.join(cache_dir, f"classifier_{info.name}_{cache_key(**self.key)}.npz")
-            self.classifier = get_classifier(
-                path, lambda split: load_split(split, None), steps=classifier_steps
-            )
+            train = lambda split: load_split(split, None)  # noqa: E731
+            if distributed.is_main():  # trains it once, if it is not cached yet
+                self.classifier = get_classifier(path, train, steps=classifier_steps)
+            distributed.barrier("feature-classifier")
+            if not distributed.is_main():
+                self.classifier = get_classifier(path, train, steps=classifier_steps)
             self.extra["classifier_test_accuracy"] = self.classifier.accuracy
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """`{"features": (N, F)}` and, for a network, `"logits"`: in chunks of
+        `CHUNK[kind]` examples, shared out over the processes of a multi-process run."""
         if self.kind == "data":
             return {"features": np.asarray(x).reshape(len(x), -1)}
+        size = CHUNK[self.kind]
+        outs = distributed.map_chunks(
+            lambda i: self._chunk(x[i * size : (i + 1) * size]), -(-len(x) // size)
+        )
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+    def _chunk(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if self.kind == "classifier":
             return self.classifier(np.asarray(x, np.float32))
         images = _to_unit(x, self.info.data_range)
         if images.shape[-1] == 1:
             images = np.repeat(images, 3, axis=-1)
-        outs = [self._apply(jnp.asarray(images[i : i + 64])) for i in range(0, len(images), 64)]
-        return {
-            "features": np.concatenate([np.asarray(o["pool3"]) for o in outs]),
-            "logits": np.concatenate([np.asarray(o["logits"]) for o in outs]),
-        }
+        out = self._apply(jnp.asarray(images))
+        return {"features": np.asarray(out["pool3"]), "logits": np.asarray(out["logits"])}
 
     def reference(self, split: str, examples: int, stats_file: str | None = None) -> Reference:
         """Feature statistics and features (for KID) of the first `examples` of `split`,
@@ -139,7 +157,7 @@ class FeatureSpace:
         key = cache_key(**self.key, split=split, examples=examples)
         path = os.path.join(self.cache_dir, f"reference_{self.kind}_{self.info.name}_{key}.npz")
         stats = features = None
-        if os.path.exists(path):
+        if distributed.broadcast("reference-cached", os.path.exists(path)):
             try:
                 with np.load(path) as f:
                     stats = metrics_lib.FeatureStats(f["mu"], f["sigma"], int(f["n"]))
@@ -150,10 +168,11 @@ class FeatureSpace:
             x, _ = self.load_split(split, examples)
             features = self(x)["features"]
             stats = metrics_lib.feature_stats(features)
-            os.makedirs(self.cache_dir, exist_ok=True)
-            tmp = path + ".tmp.npz"
-            np.savez(tmp, mu=stats.mu, sigma=stats.sigma, n=stats.n, features=features)
-            os.replace(tmp, path)
+            if distributed.is_main():
+                os.makedirs(self.cache_dir, exist_ok=True)
+                tmp = path + ".tmp.npz"
+                np.savez(tmp, mu=stats.mu, sigma=stats.sigma, n=stats.n, features=features)
+                os.replace(tmp, path)
         info = {"reference_split": split, "reference_examples": stats.n, "reference_stats": None}
         return Reference(stats, features, info)
 

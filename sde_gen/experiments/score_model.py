@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from .. import data as data_lib
-from .. import models, plotting
+from .. import distributed, models, plotting
 from ..dequantization import dequantize
 from ..guidance import classifier_free_guidance, classifier_guidance
 from ..likelihood import bits_per_dim, log_likelihood, nats_to_bits_per_dim
@@ -23,6 +23,7 @@ from ..losses import nll_bound
 from ..score import ModelScore, ScoreFn
 from .base import AbstractExperiment, balanced_labels
 from .classifier import LoadedClassifier, load_guidance_classifier
+from .config import ConfigError
 from .inverse import solve_inverse_problem, task_folder
 from .quality import FeatureSpace, cache_key, sample_quality
 from .reporting import Progress, write_report
@@ -32,6 +33,7 @@ from .state import (
     dequantized_loss_fn,
     dsm_loss_fn,
     init_state,
+    local_rows,
     replicate,
 )
 
@@ -40,6 +42,7 @@ class ScoreExperiment(AbstractExperiment):
     """A score network (`models.MODELS`): DSM training, sampling, quality and likelihood."""
 
     tag = "score"
+    multi_process_modes = ("eval", "sample")  # sampling, features and bits/dim shared out
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -170,20 +173,29 @@ class ScoreExperiment(AbstractExperiment):
 
     def generate_samples(self, workdir: str, step: int, ema_params) -> tuple[np.ndarray, dict]:
         """`eval.num_samples` samples from checkpoint `step`, in batches of `eval.batch_size`
-        sharded over local devices; each finished batch is written at once, so an
-        interrupted evaluation resumes without redoing it."""
+        sharded over the devices of every process (one key per device of the run); each
+        finished batch is written at once (by process 0), so an interrupted evaluation
+        resumes without redoing it."""
         ev, sampler = self.settings.eval, self.settings.sampling.sampler
-        n_dev = jax.local_device_count()
+        n_dev, n_local = jax.device_count(), jax.local_device_count()
+        first = jax.process_index() * n_local  # this process's first device, globally
+        main = distributed.is_main()
         batch = ev.batch_size
         if batch % n_dev:
             raise ValueError(f"config.eval.batch_size={batch} must be divisible by {n_dev} devices")
         num_batches = math.ceil(ev.num_samples / batch)
         name, description = self.sampling_run(step)
         folder = os.path.join(workdir, "eval", f"samples_{name}")
-        os.makedirs(folder, exist_ok=True)
         manifest = os.path.join(folder, "manifest.json")
-        if not os.path.exists(manifest):
-            write_report(manifest, description)
+        if main:
+            os.makedirs(folder, exist_ok=True)
+            if not os.path.exists(manifest):
+                write_report(manifest, description)
+        # the batches an earlier, interrupted evaluation finished (process 0 decides)
+        done = distributed.broadcast(
+            "sampled-batches",
+            [i for i in range(num_batches) if _readable(os.path.join(folder, f"batch_{i}.npz"))],
+        )
         classifier = (
             None if self.guidance_classifier is None else self.guidance_classifier.classifier
         )
@@ -200,28 +212,37 @@ class ScoreExperiment(AbstractExperiment):
         progress, done_now = Progress(f"sampling step {step} (batches of {batch})", num_batches), 0
         for i in range(num_batches):
             path = os.path.join(folder, f"batch_{i}.npz")
-            if _readable(path):
+            if i in done:
                 continue
-            keys = jax.random.split(jax.random.fold_in(base, i), n_dev)
+            # one key per device of the run, each process sampling on its own devices
+            keys = jax.random.split(jax.random.fold_in(base, i), n_dev)[first : first + n_local]
             labels = balanced_labels(self.sample_classes(), i * batch, batch)
-            p_labels = None if labels is None else labels.reshape(n_dev, -1)
+            p_labels = None
+            if labels is not None:
+                p_labels = labels.reshape(n_dev, -1)[first : first + n_local]
             x, nfe = p_sample(keys, p_params, p_labels, p_classifier)
-            x = np.asarray(x).reshape(batch, *self.info.shape)
-            tmp = path + ".tmp.npz"
-            extra = {} if labels is None else {"labels": labels}
-            np.savez(tmp, samples=x, nfe=int(np.max(nfe)), **extra)
-            os.replace(tmp, path)  # a batch file exists only once complete
+            x, nfe = (
+                distributed.gather_rows(local_rows(x)),
+                distributed.gather_rows(local_rows(nfe)),
+            )
+            x = x.reshape(batch, *self.info.shape)
+            if main:
+                tmp = path + ".tmp.npz"
+                extra = {} if labels is None else {"labels": labels}
+                np.savez(tmp, samples=x, nfe=int(np.max(nfe)), **extra)
+                os.replace(tmp, path)  # a batch file exists only once complete
             done_now += 1
             progress(i + 1)
+        distributed.barrier("samples-written")
         files = [np.load(os.path.join(folder, f"batch_{i}.npz")) for i in range(num_batches)]
         samples = np.concatenate([f["samples"] for f in files])[: ev.num_samples]
         nfe = int(files[0]["nfe"])
-        if samples.ndim == 4:
+        if main and samples.ndim == 4:
             plotting.save_image_grid(
                 os.path.join(folder, "grid.png"), samples[:100], self.info.data_range,
                 scale=max(1, 64 // samples.shape[1]),
             )  # fmt: skip
-        else:
+        elif main:
             plotting.save_scatter(os.path.join(folder, "scatter.png"), samples[:4000])
         timing = {"nfe": nfe, "batches_sampled_now": done_now, "sampling_seconds": progress.seconds}
         return samples, {"samples_folder": folder, **timing}
@@ -274,50 +295,55 @@ class ScoreExperiment(AbstractExperiment):
         an unconditional network), under uniform dequantization or, with `flow_variables`,
         the experiment's learned dequantizer with those variables."""
         ev, info = self.settings.eval, self.info
-        values, bounds, nfes = [], [], []
         limit = ev.bpd_num_examples
-        progress = None
         what = "uniform" if flow_variables is None else "learned"
-        for r in range(ev.bpd_repeats):
-            # fresh dequantization noise per repeat (uniform: drawn by the pipeline)
-            x_all, y_all = self.load_split(
-                ev.bpd_dataset,
-                limit,
-                seed=self.settings.seed + r,
+        # fresh dequantization noise per repeat (uniform: drawn by the pipeline)
+        splits = [
+            self.load_split(
+                ev.bpd_dataset, limit, seed=self.settings.seed + r,
                 dequantize=flow_variables is None,
-            )
-            if progress is None:
-                total = ev.bpd_repeats * len(x_all)
-                progress = Progress(f"bits/dim, {what} dequantization (examples)", total)
-            for i in range(0, len(x_all), ev.bpd_batch_size):
-                x = jnp.asarray(x_all[i : i + ev.bpd_batch_size])
-                log_q = 0.0
-                if flow_variables is not None:
-                    flow_key = jax.random.fold_in(jax.random.fold_in(key, 2), r * 100_000 + i)
-                    x, log_q = dequantize(
-                        self.dequantizer,
-                        flow_variables,
-                        flow_key,
-                        x,
-                        info.n_levels,
-                        info.data_range,
-                    )
-                labels = jnp.asarray(y_all[i : i + ev.bpd_batch_size]) if self.classes else None
-                score_fn = score_fn_for(labels)
-                logp, _, nfe = log_likelihood(
-                    jax.random.fold_in(key, r * 100_000 + i), self.sde, score_fn, x,
-                    divergence=ev.divergence, rtol=ev.bpd_rtol, atol=ev.bpd_atol,
-                )  # fmt: skip
-                values.append(self.bits(logp - log_q, x.shape))
-                nfes.append(int(nfe))
-                if ev.enable_bound:
-                    bound_key = jax.random.fold_in(jax.random.fold_in(key, 1), r * 100_000 + i)
-                    nll, _ = nll_bound(
-                        bound_key, self.sde, score_fn, x, num_samples=ev.bound_samples
-                    )
-                    bounds.append(self.bits(-nll - log_q, x.shape))
-                progress(r * len(x_all) + min(i + ev.bpd_batch_size, len(x_all)))
-        values = np.concatenate(values)
+            )  # fmt: skip
+            for r in range(ev.bpd_repeats)
+        ]  # fmt: skip
+        n = len(splits[0][0])
+        starts = range(0, n, ev.bpd_batch_size)
+        batches = [(r, i) for r in range(ev.bpd_repeats) for i in starts]
+        progress = Progress(f"bits/dim, {what} dequantization (examples)", ev.bpd_repeats * n)
+
+        def one_batch(j: int) -> dict:
+            # the batches are shared out over the processes of a multi-process run
+            r, i = batches[j]
+            x_all, y_all = splits[r]
+            x = jnp.asarray(x_all[i : i + ev.bpd_batch_size])
+            log_q = 0.0
+            if flow_variables is not None:
+                flow_key = jax.random.fold_in(jax.random.fold_in(key, 2), r * 100_000 + i)
+                x, log_q = dequantize(
+                    self.dequantizer,
+                    flow_variables,
+                    flow_key,
+                    x,
+                    info.n_levels,
+                    info.data_range,
+                )
+            labels = jnp.asarray(y_all[i : i + ev.bpd_batch_size]) if self.classes else None
+            score_fn = score_fn_for(labels)
+            logp, _, nfe = log_likelihood(
+                jax.random.fold_in(key, r * 100_000 + i), self.sde, score_fn, x,
+                divergence=ev.divergence, rtol=ev.bpd_rtol, atol=ev.bpd_atol,
+            )  # fmt: skip
+            out = {"values": self.bits(logp - log_q, x.shape), "nfe": np.asarray([nfe])}
+            if ev.enable_bound:
+                bound_key = jax.random.fold_in(jax.random.fold_in(key, 1), r * 100_000 + i)
+                nll, _ = nll_bound(bound_key, self.sde, score_fn, x, num_samples=ev.bound_samples)
+                out["bounds"] = self.bits(-nll - log_q, x.shape)
+            progress(r * n + min(i + ev.bpd_batch_size, n))
+            return out
+
+        outs = distributed.map_chunks(one_batch, len(batches))
+        values = np.concatenate([o["values"] for o in outs])
+        nfes = [int(o["nfe"][0]) for o in outs]
+        bounds = [o["bounds"] for o in outs if "bounds" in o]
         name = self._bpd_name()
         out = {}
         if bounds:
@@ -363,7 +389,8 @@ class ScoreExperiment(AbstractExperiment):
             key = jax.random.fold_in(jax.random.key(self.settings.seed + 2), step)
             report.update(self.likelihood(key, ema_params))
         report["seconds"] = time.perf_counter() - t0
-        write_report(os.path.join(workdir, "eval", f"report_{name}.json"), report)
+        if distributed.is_main():
+            write_report(os.path.join(workdir, "eval", f"report_{name}.json"), report)
         return report
 
     def sample(self, workdir: str, step: int, ema_params) -> str:
@@ -374,6 +401,11 @@ class ScoreExperiment(AbstractExperiment):
             _, timing = self.generate_samples(workdir, step, ema_params)
             logging.info("samples of step %d in %s", step, timing["samples_folder"])
             return timing["samples_folder"]
+        if jax.process_count() > 1:
+            raise ConfigError(
+                f"config.sampling.task={task.task!r} runs in one process: start it without "
+                "--num_processes / --distributed"
+            )
         x, y = self.load_split(task.split, task.examples)
         labels = jnp.asarray(y) if self.classes else None
         folder = task_folder(

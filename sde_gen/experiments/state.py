@@ -21,6 +21,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._checks import check_positive, check_steps
@@ -158,8 +159,25 @@ def replicate(tree, devices=None):
 
 
 def unreplicate(tree):
-    """The first device's copy of a replicated pytree."""
-    return jax.tree_util.tree_map(lambda x: x[0], tree)
+    """The first local device's copy of a replicated pytree. Read from that device's own
+    shard: in a multi-process run a pmapped output spans every process's devices, and
+    indexing it would be a computation over all of them."""
+
+    def first(x):
+        if isinstance(x, jax.Array):
+            return x.addressable_shards[0].data[0]
+        return x[0]
+
+    return jax.tree_util.tree_map(first, tree)
+
+
+def local_rows(x) -> np.ndarray:
+    """This process's rows of a pmapped output `(devices, ...)`, as a host array with its
+    local devices' slices in order (the whole array in a one-process run)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+        return np.concatenate([np.asarray(s.data) for s in shards])
+    return np.asarray(x)
 
 
 def make_train_step(

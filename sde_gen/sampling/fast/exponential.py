@@ -223,11 +223,7 @@ class DPMSolver(AbstractFastSolver):
             - s_2 * (r2 / r1) * (jnp.expm1(r2 * h) / (r2 * h) - 1.0) * d_1
         )
         d_2 = eps(x_2, t2) - eps_u
-        x_t = (
-            a_t / a_u * x
-            - s_t * jnp.expm1(h) * eps_u
-            - s_t / r2 * (jnp.expm1(h) / h - 1.0) * d_2
-        )
+        x_t = a_t / a_u * x - s_t * jnp.expm1(h) * eps_u - s_t / r2 * (jnp.expm1(h) / h - 1.0) * d_2
         return State(x_t)
 
 
