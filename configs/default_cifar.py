@@ -27,6 +27,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     # class-conditional networks: probability of replacing a label by the null class, which
     # trains the unconditional score of classifier-free guidance (needs model.null_class)
     training.label_dropout = 0.0
+    # the networks' forward and backward pass: float32 | bfloat16 (parameters, optimizer
+    # state, EMA and the loss stay float32; sampling and evaluation run in float32)
+    training.compute_dtype = "float32"
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"  # pc | ode | sde | fast

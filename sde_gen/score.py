@@ -23,7 +23,14 @@ from ._checks import choose
 from .score_fn import ScoreFn
 from .sde import AbstractLinearSDE, batch_broadcast, batch_times
 
-__all__ = ["AbstractModelFn", "ModelClassifier", "ModelScore", "ScoreFn", "network_time"]
+__all__ = [
+    "COMPUTE_DTYPES",
+    "AbstractModelFn",
+    "ModelClassifier",
+    "ModelScore",
+    "ScoreFn",
+    "network_time",
+]
 
 
 def _noise_to_score(out, x, a, std):
@@ -63,6 +70,8 @@ TIME_LABELS = {
     "discrete": lambda sde, t, std, time_scale: sde.timestep(t),
 }
 TIME_INPUTS = tuple(TIME_LABELS)
+# The dtype a network's forward (and so backward) pass runs in; its parameters stay float32.
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def check_time_input(time_input: str, sde: AbstractLinearSDE) -> str:
@@ -85,6 +94,17 @@ def network_time(sde: AbstractLinearSDE, time_input: str, time_scale: float, x, 
     return t, a, std, TIME_LABELS[time_input.lower()](sde, t, std, time_scale)
 
 
+def cast_floating(tree: Any, dtype) -> Any:
+    """`tree` with its floating-point leaves cast to `dtype` (integers, keys and None kept):
+    mixed precision as in jmp, whose casts pass gradients back in the leaves' own dtype."""
+
+    def cast(leaf):
+        floating = hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
+        return jnp.asarray(leaf, dtype) if floating else leaf
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
 def _class_kwargs(labels, dropout_key) -> dict:
     kw = {"rngs": None if dropout_key is None else {"dropout": dropout_key}}
     return kw if labels is None else {**kw, "y": labels}
@@ -102,6 +122,13 @@ class AbstractModelFn(eqx.Module):
     `time_scale` is not used).
     `dropout_key` feeds the network's dropout when training; `labels` are one class per
     example, read by each subclass.
+
+    `compute_dtype` (one of `COMPUTE_DTYPES`) is the dtype of the network's pass: with
+    "bfloat16" its floating variables and `x` are cast to bfloat16 where it is applied and
+    its output is cast back to `x`'s dtype, so parameters, their gradients and all the SDE
+    maths around the network stay float32. The time label stays float32 (the networks
+    cast their time embedding, not the label, to the compute dtype: bfloat16 spaces
+    labels near 999 by 4, which would round t to steps of 0.004). "float32": no casts.
     """
 
     model: nn.Module = eqx.field(static=True)
@@ -112,16 +139,23 @@ class AbstractModelFn(eqx.Module):
     train: bool = eqx.field(static=True, default=False)
     dropout_key: Any = None
     labels: Any = None
+    compute_dtype: str = eqx.field(static=True, default="float32")
 
     def __check_init__(self):
         check_time_input(self.time_input, self.sde)
+        choose("compute dtype", self.compute_dtype, COMPUTE_DTYPES)
 
     def apply_network(self, x: Array, t: ArrayLike, y: Any = None) -> tuple[Array, Array, Array]:
         """`(out, a(t), std(t))`: the network's output at `(x, t)` (class labels `y=` when
-        given) and the marginal's coefficients, `(B,)`."""
+        given), in `x`'s dtype, and the marginal's coefficients, `(B,)`."""
         _, a, std, label = network_time(self.sde, self.time_input, self.time_scale, x, t)
         kw = _class_kwargs(y, self.dropout_key)
-        return self.model.apply(self.variables, x, label, train=self.train, **kw), a, std
+        dtype = COMPUTE_DTYPES[self.compute_dtype.lower()]
+        if dtype == jnp.float32:
+            return self.model.apply(self.variables, x, label, train=self.train, **kw), a, std
+        variables, x_in = cast_floating((self.variables, x), dtype)
+        out = self.model.apply(variables, x_in, label, train=self.train, **kw)
+        return out.astype(jnp.result_type(x)), a, std
 
     @abc.abstractmethod
     def __call__(self, x: Float[Array, "batch *dims"], t: ArrayLike) -> Array:
@@ -154,12 +188,13 @@ class ModelScore(AbstractModelFn):
         train: bool = False,
         dropout_key: Any = None,
         labels: Any = None,
+        compute_dtype: str = "float32",
     ):
         # written out to keep `output` the fourth positional argument, as before the
         # shared fields moved to the base
         self.model, self.variables, self.sde, self.output = model, variables, sde, output
         self.time_input, self.time_scale, self.train = time_input, time_scale, train
-        self.dropout_key, self.labels = dropout_key, labels
+        self.dropout_key, self.labels, self.compute_dtype = dropout_key, labels, compute_dtype
 
     def __check_init__(self):
         choose("model output", self.output, OUTPUTS)

@@ -53,6 +53,7 @@ def test_settings_are_typed_frozen_and_hold_the_built_objects():
         ("sampling.task", "deblur", "unknown config.sampling.task 'deblur'"),
         ("sampling.cfg_weight", 1.0, "cfg_weight=1.0 .* needs a class-conditional network"),
         ("optim.weight_decay", 0.1, "weight_decay=0.1 needs optim.optimizer='AdamW'"),
+        ("training.compute_dtype", "fp16", "compute_dtype 'fp16'; choose one of float32, bfloat16"),
     ],
 )
 def test_a_bad_value_is_one_config_error_naming_key_and_value(key, value, message):
@@ -126,6 +127,15 @@ def test_every_sampler_setting_is_checked(method, key, value, message):
     cfg.set_value(config, key, value)
     with pytest.raises(cfg.ConfigError, match=message):
         cfg.load(config)
+
+
+def test_compute_dtype_reaches_the_settings_and_defaults_to_float32_for_old_workdirs():
+    config = load_config("vp_digits")
+    assert cfg.load(config).training.compute_dtype == "float32"
+    cfg.set_value(config, "training.compute_dtype", "bfloat16")
+    assert cfg.load(config).training.compute_dtype == "bfloat16"
+    del config.training["compute_dtype"]  # a config.json written before the setting existed
+    assert cfg.load(config).training.compute_dtype == "float32"
 
 
 def test_an_unknown_key_names_the_closest_one():

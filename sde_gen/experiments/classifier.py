@@ -44,6 +44,7 @@ class ClassifierExperiment(AbstractExperiment):
         return classifier_loss_fn(
             self.sde, self.network, time_sampler=self.settings.training.loss.time_sampler,
             time_input=m.time_input, time_scale=m.time_scale,
+            compute_dtype=self.settings.training.compute_dtype,
         )  # fmt: skip
 
     def snapshot(self, workdir, step, ema_params, key, writer) -> None:

@@ -61,7 +61,7 @@ from ..sampling import (
     get_fast_solver,
     load_grid,
 )
-from ..score import TIME_INPUTS, check_time_input
+from ..score import COMPUTE_DTYPES, TIME_INPUTS, check_time_input
 from ..sde import (
     BETA_SCHEDULES,
     VESDE,
@@ -223,6 +223,7 @@ class TrainingSettings:
     eps: float
     label_dropout: float
     loss: LossSettings
+    compute_dtype: str = "float32"  # the networks' pass (COMPUTE_DTYPES); parameters float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -671,6 +672,8 @@ def _training(r: _Reader, num_devices: int) -> TrainingSettings:
         eps=eps,
         label_dropout=r.number("training.label_dropout", 0.0, low=0, high=1, open_high=True),
         loss=_loss(r, eps),
+        # absent from the config.json of runs from before it existed: float32
+        compute_dtype=r.choice("training.compute_dtype", COMPUTE_DTYPES, "float32"),
     )
 
 
@@ -919,6 +922,11 @@ def load(config: ml_collections.ConfigDict, num_devices: int | None = None) -> S
     network = model.network()
     training = _training(r, devices)
     dequantizer = _dequantizer(r, model, data, training)
+    if training.compute_dtype != "float32" and model.name in models.REVERSE_CHAINS:
+        raise ConfigError(
+            f"config.training.compute_dtype={training.compute_dtype!r} is for score and "
+            f"classifier networks; model.name={model.name!r} (a 2015 chain) trains in float32"
+        )
     optim = _optim(r)
     sampling = SamplingSettings(
         sampler=_sampler(r), guidance=_guidance(r, network, data), task=_task(r, data)

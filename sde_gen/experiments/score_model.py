@@ -101,12 +101,12 @@ class ScoreExperiment(AbstractExperiment):
             return dequantized_loss_fn(
                 self.sde, self.network, self.dequantizer, time_sampler=t.loss.time_sampler,
                 n_levels=self.info.n_levels, data_range=self.info.data_range, output=m.output,
-                time_input=m.time_input, time_scale=m.time_scale,
+                time_input=m.time_input, time_scale=m.time_scale, compute_dtype=t.compute_dtype,
             )  # fmt: skip
         return dsm_loss_fn(
             self.sde, self.network, weighting=t.loss.weighting, time_sampler=t.loss.time_sampler,
             reduce_mean=t.loss.reduce_mean, output=m.output, time_input=m.time_input,
-            time_scale=m.time_scale, label_dropout=t.label_dropout,
+            time_scale=m.time_scale, label_dropout=t.label_dropout, compute_dtype=t.compute_dtype,
         )  # fmt: skip
 
     def snapshot(self, workdir, step, ema_params, key, writer) -> None:

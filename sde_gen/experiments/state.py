@@ -205,6 +205,7 @@ def dsm_loss_fn(
     time_input: str = "t",
     time_scale: float = 999.0,
     label_dropout: float = 0.0,
+    compute_dtype: str = "float32",
 ) -> LossFn:
     """The weighted denoising score matching loss of a score network on one device's batch
     (`sde_gen.dsm_losses` per example, averaged).
@@ -212,7 +213,9 @@ def dsm_loss_fn(
     A class-conditional network needs batches `{"x", "label"}`. `label_dropout`: the
     probability that an example's label is replaced by the null class (`num_classes`),
     which trains the unconditional score of classifier-free guidance alongside the
-    conditional one (the network needs `null_class=True`).
+    conditional one (the network needs `null_class=True`). `compute_dtype`: the dtype of
+    the network's pass (`sde_gen.score.COMPUTE_DTYPES`; parameters, gradients and the loss
+    stay float32).
     """
     classes = num_classes(model)
     if not 0.0 <= label_dropout < 1.0:
@@ -237,6 +240,7 @@ def dsm_loss_fn(
         score_fn = ModelScore(
             model=model, variables=params, sde=sde, output=output, time_input=time_input,
             time_scale=time_scale, train=True, dropout_key=dropout_key, labels=labels,
+            compute_dtype=compute_dtype,
         )  # fmt: skip
         losses = dsm_losses(example_keys, sde, score_fn, x, weighting, time_sampler, reduce_mean)
         return jnp.mean(losses), {}
@@ -255,6 +259,7 @@ def dequantized_loss_fn(
     output: str = "noise",
     time_input: str = "t",
     time_scale: float = 999.0,
+    compute_dtype: str = "float32",
 ) -> LossFn:
     """Maximum-likelihood training with variational dequantization (Song, Durkan, Murray &
     Ermon 2021, sec. 5): the bound on `-log2 P(k) / D` of discrete data k,
@@ -266,6 +271,7 @@ def dequantized_loss_fn(
     jointly in the score network's and the dequantizer's parameters (the variables'
     `DEQUANTIZER` collection). The batch holds the pipeline's discrete values (no uniform
     dequantization). The loss is in bits/dim; metric `log_q` is `E log q / (D ln 2)`.
+    `compute_dtype` is the score network's (the dequantizer's flow stays float32).
     """
     classes = num_classes(model)
 
@@ -278,7 +284,7 @@ def dequantized_loss_fn(
         score_fn = ModelScore(
             model=model, variables=params, sde=sde, output=output, time_input=time_input,
             time_scale=time_scale, train=True, dropout_key=dropout_key,
-            labels=labels if classes else None,
+            labels=labels if classes else None, compute_dtype=compute_dtype,
         )  # fmt: skip
         nats = nll_bound_losses(bound_keys, sde, score_fn, y, time_sampler) + log_q
         bits = bits_per_dim(-nats, x.shape, data_range, n_levels)
@@ -310,11 +316,13 @@ def classifier_loss_fn(
     time_sampler: AbstractTimeSampler,
     time_input: str = "t",
     time_scale: float = 999.0,
+    compute_dtype: str = "float32",
 ) -> LossFn:
     """The loss of a noise-conditional classifier `p_t(y | x_t)` (Dhariwal & Nichol 2021):
     each example `x_0` with label y is noised to `x_t = sde.perturb(x_0, t, z)`, t from
     `time_sampler`, and the loss is the cross-entropy of the network's logits at `(x_t, t)`.
-    `batch` is `{"x", "label"}`; metrics add the batch `accuracy`."""
+    `batch` is `{"x", "label"}`; metrics add the batch `accuracy`. `compute_dtype`: the
+    dtype of the network's pass (the logits are cast back to float32 before the loss)."""
 
     def loss_fn(params, x, labels, example_keys, dropout_key):
         if labels is None:
@@ -324,6 +332,7 @@ def classifier_loss_fn(
         classifier = ModelClassifier(
             model=model, variables=params, sde=sde, time_input=time_input,
             time_scale=time_scale, train=True, dropout_key=dropout_key,
+            compute_dtype=compute_dtype,
         )  # fmt: skip
         logits = classifier.logits(sde.perturb(x, t, z), t)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -75,8 +75,9 @@ def _resample(x, direction: str | None):
     return x
 
 
-def _time_embedding(time_labels, nf):
-    emb = nn.Dense(4 * nf)(adm_timestep_embedding(time_labels, nf))
+def _time_embedding(time_labels, nf, dtype):
+    # the sinusoids of the labels in float32, the layers in the network's dtype (`x`'s)
+    emb = nn.Dense(4 * nf)(adm_timestep_embedding(time_labels, nf).astype(dtype))
     return nn.Dense(4 * nf)(nn.silu(emb))
 
 
@@ -241,7 +242,7 @@ class ADM(nn.Module):
         train: bool = False,
         y: Int[Array, " batch"] | None = None,
     ) -> Float[Array, "batch H W C_out"]:
-        emb = _time_embedding(time_labels, self.nf)
+        emb = _time_embedding(time_labels, self.nf, x.dtype)
         cemb = class_embedding(
             y, x.shape[0], self.num_classes, self.null_class, emb.shape[-1], "ADM"
         )
@@ -308,7 +309,7 @@ class ADMClassifier(nn.Module):
     ) -> Float[Array, "batch classes"]:
         if self.num_classes < 2:
             raise ValueError(f"a classifier needs num_classes >= 2; got {self.num_classes}")
-        emb = _time_embedding(time_labels, self.nf)
+        emb = _time_embedding(time_labels, self.nf, x.dtype)
         h, _ = _encoder(self, x, emb, train)
         h = AttentionPool(self.head_channels)(nn.silu(_norm(h, self.norm_groups)))
         return nn.Dense(self.num_classes)(h)

@@ -112,7 +112,7 @@ def group_norm(x, groups: int = 0):
 
 def _skip(x, h, skip_rescale: bool):
     """A residual connection, scaled by 1/sqrt(2) to keep unit variance when asked."""
-    return (x + h) / np.sqrt(2.0) if skip_rescale else x + h
+    return (x + h) / math.sqrt(2.0) if skip_rescale else x + h
 
 
 class NIN(nn.Module):

@@ -26,7 +26,7 @@ class MLP(nn.Module):
     def __call__(self, x, labels, train: bool = False, y=None):
         del train  # no dropout or normalization statistics
         batch = x.shape[0]
-        temb = timestep_embedding(labels, self.embed_dim)
+        temb = timestep_embedding(labels, self.embed_dim).astype(x.dtype)
         temb = nn.Dense(self.hidden)(nn.silu(nn.Dense(self.hidden)(temb)))
         cemb = class_embedding(y, batch, self.num_classes, self.null_class, self.hidden, "MLP")
         temb = temb if cemb is None else temb + cemb

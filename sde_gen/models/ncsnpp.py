@@ -118,12 +118,16 @@ class NCSNpp(nn.Module):
         self._check_input(x)
         act = ACTIVATIONS[self.nonlinearity]
         nf, levels, skip_rescale = self.nf, len(self.ch_mult), self.skip_rescale
-        labels = jnp.broadcast_to(jnp.asarray(labels, x.dtype), (x.shape[0],))
+        # labels at least float32 whatever x's dtype (a bfloat16 label near 999 is rounded
+        # to a multiple of 4); the embedding then joins the network in x's dtype
+        label_dtype = jnp.promote_types(x.dtype, jnp.float32)
+        labels = jnp.broadcast_to(jnp.asarray(labels, label_dtype), (x.shape[0],))
 
         if self.embedding_type == "fourier":
             temb = layers.GaussianFourierProjection(nf, self.fourier_scale)(jnp.log(labels))
         else:
             temb = layers.timestep_embedding(labels, nf)
+        temb = temb.astype(x.dtype)
         if self.conditional:
             temb = nn.Dense(nf * 4, kernel_init=layers.default_init())(temb)
             temb = nn.Dense(nf * 4, kernel_init=layers.default_init())(act(temb))
