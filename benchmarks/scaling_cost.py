@@ -14,7 +14,7 @@ tables:
    update), and its memory (arguments, outputs, temporaries) on this backend;
 2. communication: the bytes the step all-reduces, summed over the `all_reduce` operations
    of the lowered program (the gradients and the averaged metrics), beside 4 x parameters;
-3. prediction: steps/s, examples/s and the days for score_sde's 1.3M steps at global batch
+3. prediction: steps/s, examples/s and the time for score_sde's 1.3M steps at global batch
    128 on 1, 4, 8 and 64 accelerators of a few kinds, from the per-example FLOPs at an
    assumed model-FLOPs utilisation (`--mfu`) plus a ring all-reduce that moves
    2 (n - 1) / n of the bytes per device over the slowest link, not overlapped with compute.
@@ -220,7 +220,7 @@ def main() -> None:
     print(f"\nPredicted at global batch {GLOBAL_BATCH}, MFU {args.mfu:.0%}, no overlap of "
           "compute and all-reduce:\n")  # fmt: skip
     print("| model | accelerator | devices | batch/device | compute ms | all-reduce ms "
-          "| bound | steps/s | examples/s | days for 1.3M steps |")  # fmt: skip
+          "| bound | steps/s | examples/s | 1.3M steps take |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
     for name, (slope, fixed) in fits.items():
         reduced = costs[name][0].allreduce_bytes
@@ -229,11 +229,12 @@ def main() -> None:
                 compute, comm = predicted_step_time(slope, fixed, reduced, acc, n, mfu=args.mfu)
                 step = compute + comm
                 bound = "communication" if comm > compute else "compute"
-                days = SCORE_SDE_STEPS * step / 86400
+                hours = SCORE_SDE_STEPS * step / 3600
+                took = f"{hours / 24:.1f} days" if hours > 48 else f"{hours:.1f} hours"
                 print(
                     f"| {name} | {acc.name} | {n} | {GLOBAL_BATCH // n} | {compute * 1e3:.1f} "
                     f"| {comm * 1e3:.1f} | {bound} | {1 / step:.2f} "
-                    f"| {GLOBAL_BATCH / step:,.0f} | {days:.1f} |"
+                    f"| {GLOBAL_BATCH / step:,.0f} | {took} |"
                 )
 
 
