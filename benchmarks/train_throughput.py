@@ -1,8 +1,9 @@
 """Training throughput: the bare train step, the full loop, and device scaling.
 
-    python benchmarks/train_throughput.py [--steps 60] [--cifar-batch 8]
+    python benchmarks/train_throughput.py [--steps 60] [--cifar-batch 8] [--skip-cifar]
+        [--skip-scaling]
 
-Prints three markdown tables:
+Prints four markdown tables:
 
 1. bare step: steps/s and examples/s of the pmapped train step alone (synthetic batch already
    on the device, no logging or checkpoints) for the digits model (`configs/vp_digits.py`)
@@ -14,6 +15,10 @@ Prints three markdown tables:
    the devices are forced (`--xla_force_host_platform_device_count`) and share its cores,
    so this measures the cost of splitting the batch, not a speed-up; each count runs in a
    fresh process because the device count is fixed when JAX starts.
+
+4. processes: the digits loop as one process and as a localhost cluster of 2 processes
+   (`--coordinator_address`, one CPU device each, gloo collectives) at the same global
+   batch, examples/s from each run's metrics.
 
 Timings exclude compilation (warm-up steps are discarded).
 """
@@ -75,6 +80,48 @@ def loop_rate(config, steps: int) -> float:
     return len(rates) / sum(1.0 / r for r in rates)  # harmonic mean: equal step counts
 
 
+def cluster_rate(processes: int, steps: int) -> float:
+    """Steps per second of the digits loop run by `processes` processes of the command
+    line on this machine (one CPU device each), from process 0's metrics."""
+    import socket
+
+    from sde_gen.experiments.reporting import read_metrics
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as workdir:
+        args = [
+            sys.executable, "-m", "sde_gen", "--config=configs/vp_digits.py", "--mode=train",
+            f"--workdir={workdir}", f"--config.training.n_iters={steps}",
+            f"--config.training.log_freq={max(steps // 6, 1)}",
+            f"--config.training.snapshot_freq={steps}",
+            f"--config.training.snapshot_freq_for_preemption={steps // 2}",
+            "--config.training.snapshot_sampling=False",
+        ]  # fmt: skip
+        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+        procs = []
+        try:
+            for i in range(processes):
+                flags = [] if processes == 1 else [
+                    f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
+                    f"--process_id={i}",
+                ]  # fmt: skip
+                procs.append(subprocess.Popen(
+                    args + flags, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
+            if any(p.wait(1800) for p in procs):
+                raise RuntimeError(f"the {processes}-process run failed")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    rates = [r["steps_per_sec"] for r in records[1:]]
+    return len(rates) / sum(1.0 / r for r in rates)
+
+
 def scaling_child(devices: int, steps: int) -> None:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     from configs.vp_digits import get_config
@@ -88,6 +135,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--cifar-batch", type=int, default=8)
+    parser.add_argument("--skip-cifar", action="store_true", help="leave out the CIFAR row")
+    parser.add_argument("--skip-scaling", action="store_true", help="leave out the device table")
     parser.add_argument("--scaling-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scaling_child:
@@ -123,7 +172,7 @@ def main() -> None:
     rows = [
         ("digits DDPM++ (vp_digits)", digits, digits.training.batch_size, args.steps),
         ("CIFAR-10 DDPM++ cont. (vp_cifar)", cifar, cifar_batch, max(args.steps // 10, 3)),
-    ]
+    ][: 1 if args.skip_cifar else 2]
     print("| model | parameters | batch | steps/s | examples/s |")
     print("|---|---:|---:|---:|---:|")
     bare = {}
@@ -145,6 +194,17 @@ def main() -> None:
     print(
         f"| full loop (data, logging, checkpoints) | {loop:.2f} | {100 * (base / loop - 1):.1f}% |"
     )
+
+    steps = max(args.steps * 5, 120)
+    print("\n| digits loop, global batch 64 | steps/s | examples/s | relative to 1 process |")
+    print("|---|---:|---:|---:|")
+    single = cluster_rate(1, steps)
+    for n in (1, 2):
+        rate = single if n == 1 else cluster_rate(n, steps)
+        print(f"| {n} process{'es' if n > 1 else ''} x 1 CPU device | {rate:.2f} | "
+              f"{rate * digits.training.batch_size:.0f} | {rate / single:.2f} |")  # fmt: skip
+    if args.skip_scaling:
+        return
 
     print("\n| devices | global batch | steps/s | relative to 1 device |")
     print("|---:|---:|---:|---:|")

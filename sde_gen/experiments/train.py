@@ -39,13 +39,21 @@ def steps_in_flight() -> int:
     return 0 if cpu_devices else MAX_IN_FLIGHT
 
 
-PREFETCH = 2  # batches put on the devices ahead of the step
+PREFETCH = 2  # batches put on the devices ahead of the step (accelerators)
+
+
+def prefetch_depth() -> int:
+    """Batches to put on the devices ahead of the step: `PREFETCH` on an accelerator, none
+    on a CPU, where the "device" is host memory and the copy onto a device sharding only
+    costs (measured on the digits loop: 6.4 steps/s with it, 7.9 without)."""
+    return 0 if jax.default_backend() == "cpu" else PREFETCH
 
 
 class DevicePrefetcher:
     """Batches of a data iterator, put on the local devices `size` steps ahead of the
-    one being consumed (so the host-to-device copy overlaps the step), with the iterator
-    state of the last batch consumed (what a checkpoint must save, not the read-ahead)."""
+    one being consumed (so the host-to-device copy overlaps the step; `size=0`: host
+    batches, read one at a time), with the iterator state of the last batch consumed
+    (what a checkpoint must save, not the read-ahead)."""
 
     def __init__(self, iterator, size: int = PREFETCH, devices=None):
         self._it, self._size = iterator, size
@@ -56,6 +64,8 @@ class DevicePrefetcher:
         self._state = iterator.get_state()
 
     def _fill(self) -> None:
+        if self._size == 0 and not self._queue:  # host batches as they are
+            self._queue.append((next(self._it), self._it.get_state()))
         while len(self._queue) < self._size:
             batch = next(self._it)
             on_device = jax.tree_util.tree_map(
@@ -74,7 +84,8 @@ class DevicePrefetcher:
     def __next__(self):
         self._fill()
         batch, self._state = self._queue.popleft()
-        self._fill()
+        if self._size:
+            self._fill()
         return batch
 
     def get_state(self) -> dict:
@@ -171,7 +182,7 @@ def _train(settings: Settings, workdir: str) -> TrainState:
     step_fn = experiment.train_step()
     p_step = accumulating_step(step_fn)
     p_state = replicate(state)
-    batches = DevicePrefetcher(train_it)
+    batches = DevicePrefetcher(train_it, prefetch_depth())
     zeros = empty_totals(step_fn, state, batches.peek(), train_key)
     p_totals = replicate(zeros)
     last_good = start
