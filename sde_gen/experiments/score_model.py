@@ -192,10 +192,9 @@ class ScoreExperiment(AbstractExperiment):
             if not os.path.exists(manifest):
                 write_report(manifest, description)
         # the batches an earlier, interrupted evaluation finished (process 0 decides)
-        done = distributed.broadcast(
-            "sampled-batches",
-            [i for i in range(num_batches) if _readable(os.path.join(folder, f"batch_{i}.npz"))],
-        )
+        readable = lambda i: _readable(os.path.join(folder, f"batch_{i}.npz"))  # noqa: E731
+        done = [i for i in range(num_batches) if readable(i)] if main else None
+        done = distributed.broadcast("sampled-batches", done)
         classifier = (
             None if self.guidance_classifier is None else self.guidance_classifier.classifier
         )
