@@ -112,3 +112,33 @@ def test_warmup_scales_the_first_updates_linearly():
 def test_bad_training_settings_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_the_loop_step_compiles_once_for_fresh_and_stepped_state_and_totals():
+    """pmap compiles once per layout of its inputs: replicated values must be laid out as
+    its outputs are, or the loop recompiles at its second step and again each time the
+    interval totals are reset (16 s each on the digits model on a CPU)."""
+    from sde_gen.experiments import train as loop
+
+    step, state, batches = _setup()
+    traces = []
+
+    def counted(state, batch, key):
+        traces.append(1)
+        return step(state, batch, key)
+
+    devices = jax.local_devices()
+    p_step = loop.accumulating_step(counted)
+    batch = np.asarray(batches[0]).reshape(len(devices), -1, *batches[0].shape[1:])
+    zeros = loop.empty_totals(step, state, batch, jax.random.key(0))
+    p_state, p_totals = train.replicate(state), train.replicate(zeros)
+    out = p_step(p_state, p_totals, batch, jax.random.key(0))[0]  # fresh state and totals
+    for leaf, ref in zip(jax.tree_util.tree_leaves(p_state), jax.tree_util.tree_leaves(out)):
+        if isinstance(ref, jax.Array):
+            assert leaf.sharding == ref.sharding
+    p_state, p_totals = p_step(out, p_totals, batch, jax.random.key(0))  # stepped ones
+    p_state, p_totals = p_step(p_state, train.replicate(zeros), batch, jax.random.key(0))
+    jax.block_until_ready(p_totals)
+    assert len(traces) == 1
+    assert int(train.unreplicate(p_totals)["count"]) == 1
+    assert int(train.unreplicate(p_state).step) == 3

@@ -58,8 +58,8 @@ class DevicePrefetcher:
     def __init__(self, iterator, size: int = PREFETCH, devices=None):
         self._it, self._size = iterator, size
         self._devices = jax.local_devices() if devices is None else list(devices)
-        mesh = jax.sharding.Mesh(np.array(self._devices), ("devices",))
-        self._sharding = jax.NamedSharding(mesh, jax.P("devices"))
+        mesh = jax.sharding.Mesh(np.array(self._devices), (AXIS,))  # as pmap lays out its inputs
+        self._sharding = jax.NamedSharding(mesh, jax.P(AXIS))
         self._queue: collections.deque = collections.deque()
         self._state = iterator.get_state()
 
