@@ -45,7 +45,7 @@ PREFETCH = 2  # batches put on the devices ahead of the step (accelerators)
 def prefetch_depth() -> int:
     """Batches to put on the devices ahead of the step: `PREFETCH` on an accelerator, none
     on a CPU, where the "device" is host memory and the copy onto a device sharding only
-    costs (measured on the digits loop: 6.4 steps/s with it, 7.9 without)."""
+    adds work on the cores that run the step."""
     return 0 if jax.default_backend() == "cpu" else PREFETCH
 
 
