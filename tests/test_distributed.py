@@ -213,9 +213,17 @@ def test_losing_a_process_stops_the_other_within_a_minute(tmp_path, victim):
         log = cluster.log(survivor)
     assert code not in (None, 0), log[-2000:]
     assert waited < 60, waited
-    if victim == 0:  # the coordinator: the runtime stops the other at once, naming it
-        assert "JAX distributed service detected fatal errors" in log, log[-2000:]
-        assert "coordination_service" in log, log[-2000:]
+    errors = "\n".join(line for line in log.splitlines() if "rror" in line or "FATAL" in line)
+    if victim == 0:
+        # The coordinator: the runtime stops the other at once, by whichever notices first:
+        # the coordination service's error poll, or (when the survivor was inside an
+        # all-reduce, seen once under a loaded CI run) gloo's transport, an abort.
+        stops = (
+            "JAX distributed service detected fatal errors",
+            "Connection closed by peer",
+            "Fatal Python error: Aborted",
+        )
+        assert any(s in log for s in stops), errors[-3000:] or log[-3000:]
     else:
         assert f"lost process {victim} of 2" in log, log[-2000:]
 
