@@ -161,8 +161,8 @@ def replicate(tree, devices=None):
     on the devices any other way (a broadcast on one device, say) makes the step compile
     a second time when it is fed its own outputs, and a third when fresh replicated totals
     meet a stepped state: ~16 s each on the digits model on a CPU."""
-    n = len(jax.local_devices() if devices is None else devices)
     sharding = _pmap_output_sharding(None if devices is None else tuple(devices))
+    n = len(sharding.addressable_devices)  # this process's copies
 
     def put(x):
         if jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key):
